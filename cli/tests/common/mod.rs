@@ -1,0 +1,195 @@
+//! Test harness: starts the real `herd serve` binary on the real SmolLM2 GGUF,
+//! on a free loopback port, and waits for its readiness line.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const MODEL: &str = "ai/smollm2";
+
+/// The test model's path: `HERD_TEST_MODEL`, else what
+/// `scripts/fetch-test-model` prints (it downloads once, then is offline).
+pub fn model_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Ok(p) = std::env::var("HERD_TEST_MODEL") {
+            return PathBuf::from(p);
+        }
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-test-model");
+        let out = std::process::Command::new(&script)
+            .output()
+            .expect("run scripts/fetch-test-model");
+        assert!(
+            out.status.success(),
+            "fetch-test-model failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+/// A running `herd serve`; killed when dropped.
+#[derive(Debug)]
+pub struct Herd {
+    child: Child,
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl Herd {
+    /// Starts with `parallel` slots and one llama.cpp thread.
+    pub async fn start(parallel: u32) -> Self {
+        Self::start_with(&["--parallel", &parallel.to_string()]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
+            .arg("serve")
+            .arg("--model")
+            .arg(model_path())
+            .args(["--name", MODEL, "--listen", "127.0.0.1:0", "--threads", "1"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn herd serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.strip_prefix("Herd is serving ") {
+                    let url = rest
+                        .split_whitespace()
+                        .find(|w| w.starts_with("http://"))
+                        .unwrap();
+                    return url.trim_end_matches("/v1").to_owned();
+                }
+            }
+            panic!("herd serve exited before it was ready");
+        })
+        .await
+        .expect("herd serve did not become ready in time");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .unwrap();
+        Self { child, url, http }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    /// Posts with `stream: true` and returns every SSE `data:` payload.
+    pub async fn stream(&self, path: &str, body: &Value) -> Vec<String> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(
+            resp.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        let text = resp.text().await.unwrap();
+        parse_sse(&text)
+    }
+
+    /// The worker's live status as the gateway reports it.
+    pub async fn worker_status(&self) -> Value {
+        let (status, body) = self.get("/herd/v1/status").await;
+        assert_eq!(status, 200);
+        body["workers"][0]["status"].clone()
+    }
+}
+
+/// Splits an SSE body into its `data:` payloads, checking the framing.
+pub fn parse_sse(text: &str) -> Vec<String> {
+    assert!(
+        text.ends_with("\n\n"),
+        "SSE body must end with a blank line: {text:?}"
+    );
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|event| {
+            event
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data event: {event:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// A chat request at temperature 0 with a fixed seed.
+pub fn chat(content: &str, max_tokens: u32) -> Value {
+    serde_json::json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+        "temperature": 0,
+        "seed": 42,
+        "max_tokens": max_tokens,
+    })
+}
+
+/// Asserts OpenAI's error shape and returns the error object.
+pub fn assert_error(status: u16, body: &Value, want_status: u16) -> Value {
+    assert_eq!(status, want_status, "{body}");
+    let err = &body["error"];
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(err["type"].is_string(), "{body}");
+    assert!(
+        err.get("param").is_some() && err.get("code").is_some(),
+        "{body}"
+    );
+    err.clone()
+}

@@ -1,0 +1,75 @@
+//! Serving behaviour: many concurrent clients, and clients that leave.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Herd, chat};
+use futures::StreamExt;
+use serde_json::json;
+
+#[tokio::test]
+async fn more_clients_than_slots_all_get_answers() {
+    let herd = Herd::start(2).await;
+    let clients = 12;
+    let requests = (0..clients).map(|i| {
+        let herd = &herd;
+        async move {
+            let mut body = chat(&format!("Say the number {i}."), 6);
+            if i % 2 == 0 {
+                body["stream"] = json!(true);
+                let events = herd.stream("/v1/chat/completions", &body).await;
+                assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+            } else {
+                let (status, body) = herd.post("/v1/chat/completions", &body).await;
+                assert_eq!(status, 200, "{body}");
+                assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+            }
+        }
+    });
+    futures::future::join_all(requests).await;
+    let status = herd.worker_status().await;
+    assert_eq!(status["generations"]["completed"], clients);
+    assert_eq!(status["generations"]["failed"], 0);
+    assert_eq!(status["slots_busy"], 0);
+}
+
+#[tokio::test]
+async fn client_leaving_mid_stream_stops_the_generation() {
+    let herd = Herd::start(1).await;
+    let mut body = chat("Count from one to one thousand, in words.", 4000);
+    body["stream"] = json!(true);
+    let resp = herd
+        .http
+        .post(format!("{}/v1/chat/completions", herd.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut chunks = resp.bytes_stream();
+    for _ in 0..3 {
+        chunks.next().await.unwrap().unwrap();
+    }
+    let busy = herd.worker_status().await;
+    assert_eq!(busy["slots_busy"], 1, "the generation is running: {busy}");
+    drop(chunks);
+
+    // The worker notices within a decode step or two.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = herd.worker_status().await;
+        if status["generations"]["cancelled"] == 1 && status["slots_busy"] == 0 {
+            assert!(status["tokens_generated"].as_u64().unwrap() < 4000);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "generation not cancelled: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The slot is free for the next request.
+    let (status, body) = herd.post("/v1/chat/completions", &chat("Hi", 3)).await;
+    assert_eq!(status, 200, "{body}");
+}

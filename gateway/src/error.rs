@@ -1,0 +1,201 @@
+//! The gateway's errors and the one place they become HTTP responses in
+//! OpenAI's error shape: `{"error":{"message","type","param","code"}}`.
+
+use http::StatusCode;
+use serde_json::json;
+
+/// Why a request failed, as the client will be told.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    #[error("We could not parse the JSON body of your request: {0}")]
+    InvalidJson(String),
+    #[error("{message}")]
+    InvalidField { param: String, message: String },
+    #[error("{message}")]
+    Unsupported { param: String, message: String },
+    #[error("The model `{0}` does not exist")]
+    ModelNotFound(String),
+    #[error("Request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("Unknown engine `{name}`; the engines here are: {known}")]
+    UnknownEngine { name: String, known: String },
+    #[error("No route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("Method {method} is not allowed on {path}; use {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
+    #[error("This model's context holds {context_size} tokens, but the prompt has {prompt_tokens}")]
+    ContextLengthExceeded {
+        prompt_tokens: u64,
+        context_size: u64,
+    },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("No worker can serve model `{0}` right now")]
+    NoCapacity(String),
+    #[error("The worker failed: {0}")]
+    Upstream(String),
+    #[error("The gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl ApiError {
+    pub fn field(param: &str, message: impl Into<String>) -> Self {
+        Self::InvalidField {
+            param: param.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn unsupported(param: &str, message: impl Into<String>) -> Self {
+        Self::Unsupported {
+            param: param.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson(_)
+            | Self::InvalidField { .. }
+            | Self::Unsupported { .. }
+            | Self::ContextLengthExceeded { .. }
+            | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::ModelNotFound(_) | Self::UnknownEngine { .. } | Self::RouteNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NoCapacity(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.status() {
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            Self::InvalidField { param, .. } | Self::Unsupported { param, .. } => Some(param),
+            Self::ModelNotFound(_) => Some("model"),
+            Self::ContextLengthExceeded { .. } => Some("messages"),
+            _ => None,
+        }
+    }
+
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidJson(_) => Some("invalid_json"),
+            Self::InvalidField { .. } => Some("invalid_value"),
+            Self::Unsupported { .. } => Some("unsupported_value"),
+            Self::ModelNotFound(_) => Some("model_not_found"),
+            Self::BodyTooLarge { .. } => Some("request_too_large"),
+            Self::UnknownEngine { .. } => Some("engine_not_found"),
+            Self::RouteNotFound { .. } => Some("unknown_url"),
+            Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
+            Self::ContextLengthExceeded { .. } => Some("context_length_exceeded"),
+            Self::InvalidRequest(_) => None,
+            Self::NoCapacity(_) => Some("no_capacity"),
+            Self::Upstream(_) => Some("upstream_error"),
+            Self::ShuttingDown => Some("shutting_down"),
+        }
+    }
+
+    /// The OpenAI-shaped JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        json!({
+            "error": {
+                "message": self.to_string(),
+                "type": self.kind(),
+                "param": self.param(),
+                "code": self.code(),
+            }
+        })
+    }
+
+    /// Maps a worker's gRPC status, using its `herd-error-code` when present.
+    pub fn from_status(status: &tonic::Status, model: &str) -> Self {
+        let code = status
+            .metadata()
+            .get(herd_proto::ERROR_CODE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match (status.code(), code) {
+            (_, "context_length_exceeded") => {
+                let numbers: Vec<u64> = status
+                    .message()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
+                match numbers.as_slice() {
+                    [prompt_tokens, context_size, ..] => Self::ContextLengthExceeded {
+                        prompt_tokens: *prompt_tokens,
+                        context_size: *context_size,
+                    },
+                    _ => Self::InvalidRequest(status.message().to_owned()),
+                }
+            }
+            (tonic::Code::NotFound, _) => Self::ModelNotFound(model.to_owned()),
+            (tonic::Code::InvalidArgument, _) => Self::InvalidRequest(status.message().to_owned()),
+            (tonic::Code::ResourceExhausted | tonic::Code::Unavailable, _) => {
+                Self::NoCapacity(model.to_owned())
+            }
+            _ => Self::Upstream(status.message().to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_openai_shape() {
+        let e = ApiError::field("temperature", "`temperature` must be a number");
+        let body = e.body();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["param"], "temperature");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("temperature")
+        );
+    }
+
+    #[test]
+    fn worker_context_error_keeps_both_numbers() {
+        let mut status = tonic::Status::invalid_argument(
+            "the prompt has 5000 tokens but the context holds 4096",
+        );
+        status.metadata_mut().insert(
+            herd_proto::ERROR_CODE_METADATA,
+            tonic::metadata::MetadataValue::from_static("context_length_exceeded"),
+        );
+        let e = ApiError::from_status(&status, "m");
+        assert_eq!(
+            e,
+            ApiError::ContextLengthExceeded {
+                prompt_tokens: 5000,
+                context_size: 4096
+            }
+        );
+        assert!(e.to_string().contains("5000") && e.to_string().contains("4096"));
+    }
+
+    #[test]
+    fn model_not_found_is_404_with_code() {
+        let e = ApiError::ModelNotFound("x".into());
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert_eq!(e.body()["error"]["code"], "model_not_found");
+    }
+}

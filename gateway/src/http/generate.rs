@@ -1,0 +1,207 @@
+//! `/v1/chat/completions` and `/v1/completions` after parsing: dispatch to a
+//! worker, then either collect the whole answer or stream it as SSE chunks.
+//! A client that goes away at any point drops the gRPC stream, which stops
+//! the generation on the worker.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, BytesMut};
+use herd_proto::v1 as pb;
+use herd_proto::v1::generate_event::Event;
+use http::StatusCode;
+use pingora::protocols::http::ServerSession;
+
+use super::respond;
+use crate::dispatch::{Dispatcher, Generation};
+use crate::error::ApiError;
+use crate::openai::response::{self, ChunkKind, ResponseMeta, Usage};
+use crate::openai::{Endpoint, GenerationRequest, sse};
+
+/// Serves one generation request. Returns whether the connection may be
+/// reused.
+pub async fn serve(
+    dispatcher: &Dispatcher,
+    session: &mut ServerSession,
+    request: GenerationRequest,
+) -> bool {
+    let meta = ResponseMeta {
+        id: new_id(request.endpoint),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        model: request.model.clone(),
+        endpoint: request.endpoint,
+    };
+    let mut generate = request.generate;
+    generate.request_id = meta.id.clone();
+    let dispatched = tokio::select! {
+        dispatched = dispatcher.dispatch(generate) => dispatched,
+        () = client_gone(session) => {
+            tracing::debug!(request_id = %meta.id, "client left while queued");
+            return false;
+        }
+    };
+    let generation = match dispatched {
+        Ok(generation) => generation,
+        Err(err) => return respond::error(session, &err).await,
+    };
+    tracing::debug!(
+        request_id = %meta.id,
+        worker = %generation.worker_id,
+        queued_ms = generation.lease.waited.as_millis() as u64,
+        "dispatched"
+    );
+    if request.stream {
+        stream(session, &meta, generation, request.include_usage).await
+    } else {
+        collect(session, &meta, generation).await
+    }
+}
+
+/// What happened next on a running generation.
+enum Next {
+    Text(String),
+    Finished(pb::GenerateFinished),
+    Failed(ApiError),
+    ClientGone,
+}
+
+/// Waits for the worker's next event, unless the client leaves first.
+async fn next_event(session: &mut ServerSession, generation: &mut Generation, model: &str) -> Next {
+    let message = tokio::select! {
+        message = generation.events.message() => message,
+        () = client_gone(session) => return Next::ClientGone,
+    };
+    match message {
+        Ok(Some(pb::GenerateEvent {
+            event: Some(Event::Delta(delta)),
+        })) => Next::Text(delta.text),
+        Ok(Some(pb::GenerateEvent {
+            event: Some(Event::Finished(finished)),
+        })) => Next::Finished(finished),
+        Ok(Some(pb::GenerateEvent { event: None })) => Next::Text(String::new()),
+        Ok(None) => Next::Failed(ApiError::Upstream(
+            "the worker ended the stream without finishing".into(),
+        )),
+        Err(status) => Next::Failed(ApiError::from_status(&status, model)),
+    }
+}
+
+/// Non-streaming: gather the text, answer once.
+async fn collect(
+    session: &mut ServerSession,
+    meta: &ResponseMeta,
+    mut generation: Generation,
+) -> bool {
+    let mut text = String::new();
+    let finished = loop {
+        match next_event(session, &mut generation, &meta.model).await {
+            Next::ClientGone => return false,
+            Next::Finished(finished) => break finished,
+            Next::Text(delta) => text.push_str(&delta),
+            Next::Failed(err) => return respond::error(session, &err).await,
+        }
+    };
+    drop(generation);
+    let body = response::completion(
+        meta,
+        &text,
+        finish_reason(&finished),
+        Usage::new(finished.prompt_tokens, finished.completion_tokens),
+    );
+    respond::json(session, StatusCode::OK, body).await
+}
+
+/// Streaming: one SSE chunk per delta, then the finish chunk, the optional
+/// usage chunk and `[DONE]`.
+async fn stream(
+    session: &mut ServerSession,
+    meta: &ResponseMeta,
+    mut generation: Generation,
+    include_usage: bool,
+) -> bool {
+    if !respond::start_events(session).await {
+        return false;
+    }
+    if meta.endpoint == Endpoint::ChatCompletions {
+        let first = sse::event(&response::chunk(meta, ChunkKind::Role, include_usage));
+        if session.write_response_body(first, false).await.is_err() {
+            return false;
+        }
+    }
+    loop {
+        match next_event(session, &mut generation, &meta.model).await {
+            Next::ClientGone => return false,
+            Next::Text(delta) => {
+                if delta.is_empty() {
+                    continue;
+                }
+                let chunk = sse::event(&response::chunk(
+                    meta,
+                    ChunkKind::Text(&delta),
+                    include_usage,
+                ));
+                if session.write_response_body(chunk, false).await.is_err() {
+                    return false;
+                }
+            }
+            Next::Failed(err) => {
+                // Headers are out; report in-band as OpenAI does, then end.
+                tracing::warn!(request_id = %meta.id, error = %err, "generation failed mid-stream");
+                let body = serde_json::to_vec(&err.body()).unwrap_or_default();
+                let _ = session.write_response_body(sse::event(&body), true).await;
+                return false;
+            }
+            Next::Finished(finished) => {
+                drop(generation);
+                let mut tail = BytesMut::new();
+                let reason = finish_reason(&finished);
+                tail.put(sse::event(&response::chunk(
+                    meta,
+                    ChunkKind::Finish(reason),
+                    include_usage,
+                )));
+                if include_usage {
+                    let usage = Usage::new(finished.prompt_tokens, finished.completion_tokens);
+                    tail.put(sse::event(&response::chunk(
+                        meta,
+                        ChunkKind::Usage(usage),
+                        true,
+                    )));
+                }
+                tail.put_slice(sse::DONE);
+                return session
+                    .write_response_body(tail.freeze(), true)
+                    .await
+                    .is_ok();
+            }
+        }
+    }
+}
+
+fn finish_reason(finished: &pb::GenerateFinished) -> &'static str {
+    match pb::FinishReason::try_from(finished.reason) {
+        Ok(pb::FinishReason::Length) => "length",
+        _ => "stop",
+    }
+}
+
+fn new_id(endpoint: Endpoint) -> String {
+    let prefix = match endpoint {
+        Endpoint::ChatCompletions => "chatcmpl-",
+        Endpoint::Completions => "cmpl-",
+    };
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Resolves when the client closes the connection (or resets its HTTP/2
+/// stream); pending otherwise.
+pub async fn client_gone(session: &mut ServerSession) {
+    loop {
+        match session.read_body_or_idle(true).await {
+            Err(_) => return,
+            Ok(Some(_)) => continue,
+            Ok(None) => std::future::pending::<()>().await,
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The read-only routes: `/v1/models`, `/v1/models/{id}`, `/herd/v1/status`.
+
+use std::time::Duration;
+
+use herd_proto::v1 as pb;
+use http::StatusCode;
+use pingora::protocols::http::ServerSession;
+use serde_json::{Value, json};
+
+use super::respond;
+use crate::error::ApiError;
+use crate::openai::response::{ModelObject, model_list};
+use crate::workers::Registry;
+
+pub async fn models(session: &mut ServerSession, registry: &Registry) -> bool {
+    let list = registry
+        .snapshot()
+        .models()
+        .into_iter()
+        .map(|(id, created)| ModelObject::new(id, created))
+        .collect();
+    respond::json(session, StatusCode::OK, model_list(list)).await
+}
+
+pub async fn model(session: &mut ServerSession, registry: &Registry, id: &str) -> bool {
+    let found = registry
+        .snapshot()
+        .models()
+        .into_iter()
+        .find(|(name, _)| name == id);
+    match found {
+        Some((id, created)) => {
+            let body = serde_json::to_vec(&ModelObject::new(id, created)).unwrap_or_default();
+            respond::json(session, StatusCode::OK, body).await
+        }
+        None => respond::error(session, &ApiError::ModelNotFound(id.to_owned())).await,
+    }
+}
+
+/// Asks every worker for its status now (not the cached snapshot).
+pub async fn status(session: &mut ServerSession, registry: &Registry) -> bool {
+    let snapshot = registry.snapshot();
+    let calls = snapshot.workers.iter().map(|worker| async move {
+        let live = match worker.client.clone() {
+            Some(mut client) => {
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.status(pb::StatusRequest {}),
+                )
+                .await
+                {
+                    Ok(Ok(response)) => Ok(response.into_inner()),
+                    Ok(Err(status)) => Err(status.message().to_owned()),
+                    Err(_) => Err("timed out".to_owned()),
+                }
+            }
+            None => Err("invalid endpoint".to_owned()),
+        };
+        match live {
+            Ok(status) => json!({
+                "id": worker.id,
+                "endpoint": worker.endpoint,
+                "healthy": true,
+                "status": status_json(&status),
+            }),
+            Err(error) => json!({
+                "id": worker.id,
+                "endpoint": worker.endpoint,
+                "healthy": false,
+                "error": error,
+            }),
+        }
+    });
+    let workers: Vec<Value> = futures::future::join_all(calls).await;
+    let body = serde_json::to_vec(&json!({ "workers": workers })).unwrap_or_default();
+    respond::json(session, StatusCode::OK, body).await
+}
+
+fn status_json(s: &pb::StatusResponse) -> Value {
+    let memory = s.memory.unwrap_or_default();
+    json!({
+        "worker_id": s.worker_id,
+        "engine": s.engine,
+        "slots_total": s.slots_total,
+        "slots_busy": s.slots_busy,
+        "generations": {
+            "started": s.generations_started_total,
+            "completed": s.generations_completed_total,
+            "cancelled": s.generations_cancelled_total,
+            "failed": s.generations_failed_total,
+        },
+        "tokens_generated": s.tokens_generated_total,
+        "memory": {
+            "process_rss_bytes": memory.process_rss_bytes,
+            "host_total_bytes": memory.host_total_bytes,
+            "host_available_bytes": memory.host_available_bytes,
+            "models_bytes": memory.models_bytes,
+        },
+        "models": s.models.iter().map(|m| json!({
+            "name": m.name,
+            "path": m.path,
+            "size_bytes": m.size_bytes,
+            "context_size": m.context_size,
+            "slots_total": m.slots_total,
+            "slots_busy": m.slots_busy,
+            "loaded": m.loaded,
+            "architecture": m.architecture,
+            "parameters": m.parameters,
+            "quantization": m.quantization,
+            "loaded_at": m.loaded_at,
+        })).collect::<Vec<_>>(),
+    })
+}

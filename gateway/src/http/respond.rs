@@ -1,0 +1,73 @@
+//! Writing responses on a pingora session. Every error reaches the client
+//! through [`error`], in OpenAI's shape.
+
+use bytes::Bytes;
+use http::StatusCode;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+
+use crate::error::ApiError;
+
+/// Writes a complete response. Returns false if the client is gone.
+pub async fn full(
+    session: &mut ServerSession,
+    status: StatusCode,
+    content_type: &str,
+    body: Bytes,
+) -> bool {
+    let Ok(mut header) = ResponseHeader::build(status, Some(3)) else {
+        return false;
+    };
+    let ok = header.insert_header("content-type", content_type).is_ok()
+        && header
+            .insert_header("content-length", body.len().to_string())
+            .is_ok();
+    if !ok {
+        return false;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    if session
+        .write_response_header(Box::new(header))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    if head_only || body.is_empty() {
+        return session.finish_body().await.is_ok();
+    }
+    session.write_response_body(body, true).await.is_ok()
+}
+
+/// A JSON response.
+pub async fn json(session: &mut ServerSession, status: StatusCode, body: Vec<u8>) -> bool {
+    full(session, status, "application/json", body.into()).await
+}
+
+/// An error in OpenAI's shape.
+pub async fn error(session: &mut ServerSession, err: &ApiError) -> bool {
+    if err.status().is_server_error() {
+        tracing::warn!(error = %err, "request failed");
+    } else {
+        tracing::debug!(error = %err, "request rejected");
+    }
+    let body = serde_json::to_vec(&err.body()).unwrap_or_default();
+    json(session, err.status(), body).await
+}
+
+/// Starts a server-sent-events response; the body follows in chunks.
+pub async fn start_events(session: &mut ServerSession) -> bool {
+    let Ok(mut header) = ResponseHeader::build(StatusCode::OK, Some(4)) else {
+        return false;
+    };
+    let ok = header
+        .insert_header("content-type", "text/event-stream")
+        .is_ok()
+        && header.insert_header("cache-control", "no-cache").is_ok()
+        && header.insert_header("transfer-encoding", "chunked").is_ok()
+        && header.insert_header("x-accel-buffering", "no").is_ok();
+    ok && session
+        .write_response_header(Box::new(header))
+        .await
+        .is_ok()
+}

@@ -1,0 +1,169 @@
+//! URL → route. The OpenAI routes live under `/v1`, and also under Docker
+//! Model Runner's `/engines/v1` and `/engines/llama.cpp/v1`.
+
+use http::Method;
+
+use crate::error::ApiError;
+
+/// Engines a path may name under `/engines/{engine}/…`.
+pub const ENGINES: &[&str] = &["llama.cpp"];
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /`: a plain "running" line.
+    Root,
+    /// `GET /healthz`.
+    Health,
+    ChatCompletions,
+    Completions,
+    Models,
+    /// `GET /v1/models/{id}`; the id may contain `/` and `:`.
+    Model(String),
+    /// `GET /herd/v1/status`: live worker status.
+    Status,
+}
+
+/// Resolves `method` and `path` (no query string).
+pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let api_path = strip_engine_prefix(path)?;
+    let (route, allowed) = match api_path {
+        "/" => (Route::Root, "GET"),
+        "/healthz" => (Route::Health, "GET"),
+        "/herd/v1/status" => (Route::Status, "GET"),
+        "/v1/chat/completions" => (Route::ChatCompletions, "POST"),
+        "/v1/completions" => (Route::Completions, "POST"),
+        "/v1/models" | "/v1/models/" => (Route::Models, "GET"),
+        p => match p.strip_prefix("/v1/models/") {
+            Some(id) => (Route::Model(percent_decode(id)), "GET"),
+            None => {
+                return Err(ApiError::RouteNotFound {
+                    method: method.to_string(),
+                    path: path.to_owned(),
+                });
+            }
+        },
+    };
+    let ok = match allowed {
+        "GET" => method == Method::GET || method == Method::HEAD,
+        _ => method == Method::POST,
+    };
+    if ok {
+        Ok(route)
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            path: path.to_owned(),
+            allowed,
+        })
+    }
+}
+
+/// `/engines/v1/x` and `/engines/llama.cpp/v1/x` → `/v1/x`; any other engine
+/// name is an error listing the known ones.
+fn strip_engine_prefix(path: &str) -> Result<&str, ApiError> {
+    let Some(rest) = path.strip_prefix("/engines/") else {
+        return Ok(path);
+    };
+    if rest.starts_with("v1/") || rest == "v1" {
+        return Ok(&path["/engines".len()..]);
+    }
+    let (engine, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if ENGINES.contains(&engine) {
+        return Ok(if tail.is_empty() {
+            "/"
+        } else {
+            &rest[engine.len()..]
+        });
+    }
+    Err(ApiError::UnknownEngine {
+        name: percent_decode(engine),
+        known: ENGINES.join(", "),
+    })
+}
+
+/// Decodes `%XX` escapes; invalid escapes are kept as they are.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn openai_routes_under_every_prefix() {
+        for prefix in ["", "/engines", "/engines/llama.cpp"] {
+            let p = |s: &str| format!("{prefix}{s}");
+            assert_eq!(
+                route(&Method::POST, &p("/v1/chat/completions")).unwrap(),
+                Route::ChatCompletions
+            );
+            assert_eq!(
+                route(&Method::POST, &p("/v1/completions")).unwrap(),
+                Route::Completions
+            );
+            assert_eq!(
+                route(&Method::GET, &p("/v1/models")).unwrap(),
+                Route::Models
+            );
+            assert_eq!(
+                route(&Method::GET, &p("/v1/models/ai/smollm2:latest")).unwrap(),
+                Route::Model("ai/smollm2:latest".into())
+            );
+        }
+    }
+
+    #[test]
+    fn encoded_model_ids_are_decoded() {
+        assert_eq!(
+            route(&Method::GET, "/v1/models/ai%2Fsmollm2%3Alatest").unwrap(),
+            Route::Model("ai/smollm2:latest".into())
+        );
+    }
+
+    #[test]
+    fn unknown_engine_lists_the_known_ones() {
+        let err = route(&Method::POST, "/engines/vllm/v1/chat/completions").unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::NOT_FOUND);
+        assert!(err.to_string().contains("vllm") && err.to_string().contains("llama.cpp"));
+    }
+
+    #[test]
+    fn wrong_method_and_unknown_path() {
+        let err = route(&Method::GET, "/v1/chat/completions").unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::METHOD_NOT_ALLOWED);
+        let err = route(&Method::GET, "/v2/nothing").unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::NOT_FOUND);
+    }
+
+    proptest! {
+        #[test]
+        fn percent_decoding_never_panics(s in "\\PC{0,20}") {
+            let _ = percent_decode(&s);
+            let _ = route(&Method::GET, &format!("/{s}"));
+        }
+
+        #[test]
+        fn encoded_ids_round_trip(id in "[a-z0-9/:._-]{1,30}") {
+            let encoded: String = id.bytes().map(|b| format!("%{b:02X}")).collect();
+            prop_assert_eq!(percent_decode(&encoded), id);
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The OpenAI API's request and response types and their mapping onto
+//! Herd's gRPC contract.
+
+pub mod fields;
+pub mod request;
+pub mod response;
+pub mod sse;
+
+pub use request::{Endpoint, GenerationRequest, parse_chat, parse_completion};

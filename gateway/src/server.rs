@@ -1,0 +1,89 @@
+//! Binding and running the gateway: a pingora listening service on a socket
+//! bound up front (so port 0 works and the address is known before serving),
+//! the worker-status refresher, and graceful shutdown.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::IntoRawFd;
+use std::sync::Arc;
+
+use pingora::server::{Fds, ListenFds};
+use pingora::services::Service as _;
+use pingora::services::listening::Service;
+use tokio::sync::watch;
+
+use crate::config::GatewayConfig;
+use crate::dispatch::Dispatcher;
+use crate::http::HttpApp;
+use crate::routing::LeastBusy;
+use crate::state::StateStore;
+use crate::workers::Registry;
+
+/// A bound, not yet serving gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    registry: Arc<Registry>,
+    config: GatewayConfig,
+}
+
+impl Gateway {
+    /// Binds the configured address; workers come from `store`.
+    pub fn bind(config: GatewayConfig, store: Arc<dyn StateStore>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen)?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            registry: Arc::new(Registry::new(store)),
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    /// Serves until `shutdown` turns true, then stops accepting and waits up
+    /// to the grace period for requests in flight.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        self.registry.refresh().await;
+        let refresher = tokio::spawn(
+            self.registry
+                .clone()
+                .run_refresher(self.config.status_interval(), shutdown.clone()),
+        );
+        let dispatcher = Dispatcher::new(self.registry.clone(), Arc::new(LeastBusy));
+        let app = HttpApp::new(dispatcher, self.config.max_body_bytes, self.config.http2);
+        let in_flight = app.in_flight();
+
+        // pingora binds by address string unless the fd table already holds a
+        // socket for it: hand it ours.
+        let key = self.local_addr.to_string();
+        let mut fds = Fds::new();
+        fds.add(key.clone(), self.listener.into_raw_fd());
+        let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
+        let mut service = Service::new("herd-gateway".to_owned(), app);
+        service.add_tcp(&key);
+        tracing::info!(addr = %self.local_addr, "gateway listening");
+        service.start_service(Some(fds), shutdown, 1).await;
+
+        let grace = self.config.shutdown_grace();
+        if tokio::time::timeout(grace, in_flight.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = in_flight.count(),
+                "shutdown grace period over; dropping requests in flight"
+            );
+        }
+        refresher.abort();
+        tracing::info!("gateway stopped");
+    }
+}

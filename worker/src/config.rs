@@ -1,0 +1,202 @@
+//! Worker configuration: a TOML file (see `config/worker.toml`), validated at
+//! load; command-line flags override it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Context length per slot when neither the config nor the model says less.
+pub const DEFAULT_CONTEXT_SIZE: u32 = 4096;
+/// Slots per model when not configured.
+pub const DEFAULT_PARALLEL: u32 = 4;
+
+/// Everything a worker needs to start.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Where the gRPC service listens (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Stable id; defaults to `worker-<port>`.
+    pub worker_id: Option<String>,
+    /// Threads for llama.cpp; 0 means one per available core.
+    pub threads: u32,
+    /// Models to load at start.
+    pub models: Vec<ModelConfig>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            worker_id: None,
+            threads: 0,
+            models: Vec::new(),
+        }
+    }
+}
+
+/// One model to serve.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The name clients use, e.g. `ai/smollm2`.
+    pub name: String,
+    /// Path of the GGUF file.
+    pub path: PathBuf,
+    /// Concurrent generations (slots). Default 4.
+    #[serde(default = "default_parallel")]
+    pub parallel: u32,
+    /// Context length per slot; default min(model's training context, 4096).
+    #[serde(default)]
+    pub context_size: Option<u32>,
+    /// Layers offloaded to the GPU (all by default; ignored by CPU builds).
+    #[serde(default = "default_gpu_layers")]
+    pub gpu_layers: u32,
+}
+
+fn default_parallel() -> u32 {
+    DEFAULT_PARALLEL
+}
+
+fn default_gpu_layers() -> u32 {
+    u32::MAX
+}
+
+impl ModelConfig {
+    /// A model from a path, named after the file (`SmolLM2.Q4.gguf` → `smollm2.q4`)
+    /// unless a name is given.
+    pub fn from_path(path: PathBuf, name: Option<String>) -> Self {
+        let name = name.unwrap_or_else(|| name_from_path(&path));
+        Self {
+            name,
+            path,
+            parallel: DEFAULT_PARALLEL,
+            context_size: None,
+            gpu_layers: default_gpu_layers(),
+        }
+    }
+}
+
+/// The default model name for a file: its stem, lower-cased.
+pub fn name_from_path(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_else(|| "model".into())
+}
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot parse {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+impl WorkerConfig {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: String, reason: &str| ConfigError::Invalid {
+            field,
+            reason: reason.to_owned(),
+        };
+        if self.worker_id.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("worker_id".into(), "must not be empty"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, model) in self.models.iter().enumerate() {
+            let field = |f: &str| format!("models[{i}].{f}");
+            if model.name.trim().is_empty() {
+                return Err(invalid(field("name"), "must not be empty"));
+            }
+            if !names.insert(model.name.as_str()) {
+                return Err(invalid(field("name"), "names a model twice"));
+            }
+            if model.path.as_os_str().is_empty() {
+                return Err(invalid(field("path"), "must not be empty"));
+            }
+            if model.parallel == 0 || model.parallel > 256 {
+                return Err(invalid(field("parallel"), "must be between 1 and 256"));
+            }
+            if model
+                .context_size
+                .is_some_and(|c| !(16..=1 << 20).contains(&c))
+            {
+                return Err(invalid(
+                    field("context_size"),
+                    "must be between 16 and 1048576",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// llama.cpp threads: the configured number, or one per core.
+    pub fn threads(&self) -> u32 {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_loads_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/worker.toml");
+        let config = WorkerConfig::from_file(&path).unwrap();
+        assert_eq!(config.models.len(), 1);
+        assert_eq!(config.models[0].name, "ai/smollm2");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = toml::from_str::<WorkerConfig>("listn = '127.0.0.1:1'").unwrap_err();
+        assert!(err.to_string().contains("listn"));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut config = WorkerConfig::default();
+        config
+            .models
+            .push(ModelConfig::from_path("m.gguf".into(), None));
+        config.models[0].parallel = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("models[0].parallel"), "{err}");
+    }
+
+    #[test]
+    fn name_defaults_from_the_file() {
+        let m = ModelConfig::from_path("/x/SmolLM2-135M.Q4_1.gguf".into(), None);
+        assert_eq!(m.name, "smollm2-135m.q4_1");
+    }
+}

@@ -1,0 +1,223 @@
+//! The llama.cpp engine: one [`LoadedModel`] and one decode-loop thread
+//! ([`runner`]) per configured model.
+
+mod model;
+mod runner;
+mod sampler;
+mod template;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{Sender, channel, sync_channel};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use self::model::LoadedModel;
+use self::runner::{Job, RunnerSettings, SlotPermit};
+use crate::config::{ModelConfig, WorkerConfig};
+use crate::engine::{
+    Engine, EngineCounters, EngineStatus, GenerationEvent, GenerationRequest, ModelInfo,
+};
+use crate::error::EngineError;
+
+/// Generation counters shared by the engine and its decode loops.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub started: AtomicU64,
+    pub completed: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub failed: AtomicU64,
+    pub tokens_generated: AtomicU64,
+}
+
+/// llama.cpp's process-wide backend; it can be initialised once only.
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineError::Internal(format!("llama.cpp backend: {e}")))
+}
+
+/// A model with its decode loop.
+#[derive(Debug)]
+struct ModelRunner {
+    config: ModelConfig,
+    model: Arc<LoadedModel>,
+    settings: RunnerSettings,
+    jobs: Sender<Job>,
+    busy: Arc<AtomicU32>,
+    loaded_at_unix: i64,
+}
+
+/// Runs GGUF models with llama.cpp.
+#[derive(Debug)]
+pub struct LlamaEngine {
+    models: HashMap<String, ModelRunner>,
+    counters: Arc<Counters>,
+}
+
+impl LlamaEngine {
+    /// Loads every model of `config` and starts its decode loop.
+    pub fn load(config: &WorkerConfig) -> Result<Self, EngineError> {
+        let backend = backend()?;
+        let counters = Arc::new(Counters::default());
+        let mut models = HashMap::new();
+        for model_config in &config.models {
+            let runner = start_model(backend, model_config, config.threads(), &counters)?;
+            models.insert(model_config.name.clone(), runner);
+        }
+        Ok(Self { models, counters })
+    }
+}
+
+fn start_model(
+    backend: &'static LlamaBackend,
+    config: &ModelConfig,
+    threads: u32,
+    counters: &Arc<Counters>,
+) -> Result<ModelRunner, EngineError> {
+    let started = Instant::now();
+    let model = Arc::new(LoadedModel::load(backend, config)?);
+    let context_per_slot = config
+        .context_size
+        .unwrap_or_else(|| model.n_ctx_train.min(crate::config::DEFAULT_CONTEXT_SIZE));
+    let settings = RunnerSettings {
+        slots: config.parallel,
+        context_per_slot,
+        threads: i32::try_from(threads).unwrap_or(1),
+    };
+    let (jobs, job_rx) = channel::<Job>();
+    let (ready_tx, ready_rx) = sync_channel(1);
+    let thread_model = model.clone();
+    let thread_settings = settings.clone();
+    let thread_counters = counters.clone();
+    std::thread::Builder::new()
+        .name(format!("decode:{}", config.name))
+        .spawn(move || {
+            runner::run(
+                backend,
+                &thread_model.weights,
+                &thread_settings,
+                &job_rx,
+                &thread_counters,
+                |result| {
+                    let _ = ready_tx.send(result);
+                },
+            );
+        })
+        .map_err(|e| EngineError::Internal(format!("cannot start the decode thread: {e}")))?;
+    ready_rx
+        .recv()
+        .map_err(|_| EngineError::Internal("the decode thread died while starting".into()))??;
+    tracing::info!(
+        model = %config.name,
+        path = %config.path.display(),
+        slots = settings.slots,
+        context_per_slot = settings.context_per_slot,
+        threads = settings.threads,
+        load_ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
+    Ok(ModelRunner {
+        config: config.clone(),
+        model,
+        settings,
+        jobs,
+        busy: Arc::new(AtomicU32::new(0)),
+        loaded_at_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    })
+}
+
+#[async_trait]
+impl Engine for LlamaEngine {
+    async fn generate(
+        &self,
+        request: GenerationRequest,
+        events: UnboundedSender<GenerationEvent>,
+        cancel: CancellationToken,
+    ) -> Result<(), EngineError> {
+        let accepted_at = Instant::now();
+        let runner = self
+            .models
+            .get(&request.model)
+            .ok_or_else(|| EngineError::ModelNotFound(request.model.clone()))?;
+        let permit =
+            SlotPermit::try_claim(&runner.busy, runner.settings.slots).ok_or_else(|| {
+                EngineError::Busy {
+                    model: request.model.clone(),
+                    slots: runner.settings.slots,
+                }
+            })?;
+        let model = runner.model.clone();
+        let input = request.input;
+        let prompt = tokio::task::spawn_blocking(move || model.prompt_tokens(&input))
+            .await
+            .map_err(|e| EngineError::Internal(format!("tokenizer task failed: {e}")))??;
+        let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
+        if prompt_tokens >= runner.settings.context_per_slot {
+            return Err(EngineError::ContextLengthExceeded {
+                prompt_tokens,
+                context_size: runner.settings.context_per_slot,
+            });
+        }
+        runner
+            .jobs
+            .send(Job {
+                prompt,
+                sampling: request.sampling,
+                max_tokens: request.max_tokens,
+                stop: request.stop,
+                events,
+                cancel,
+                permit,
+                accepted_at,
+            })
+            .map_err(|_| EngineError::ShuttingDown)?;
+        self.counters.started.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn status(&self) -> EngineStatus {
+        let mut models: Vec<ModelInfo> = self
+            .models
+            .values()
+            .map(|r| ModelInfo {
+                name: r.config.name.clone(),
+                path: r.config.path.display().to_string(),
+                size_bytes: r.model.size_bytes,
+                context_size: r.settings.context_per_slot,
+                slots_total: r.settings.slots,
+                slots_busy: r.busy.load(Ordering::Acquire),
+                loaded: true,
+                architecture: r.model.architecture.clone(),
+                parameters: r.model.parameters,
+                quantization: r.model.quantization.clone(),
+                loaded_at_unix: r.loaded_at_unix,
+            })
+            .collect();
+        models.sort_by(|a, b| a.name.cmp(&b.name));
+        let c = &self.counters;
+        EngineStatus {
+            engine: "llama.cpp".into(),
+            models,
+            counters: EngineCounters {
+                started: c.started.load(Ordering::Relaxed),
+                completed: c.completed.load(Ordering::Relaxed),
+                cancelled: c.cancelled.load(Ordering::Relaxed),
+                failed: c.failed.load(Ordering::Relaxed),
+                tokens_generated: c.tokens_generated.load(Ordering::Relaxed),
+            },
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! A GGUF model loaded with llama.cpp, and what it takes to turn a request
+//! into prompt tokens.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::token::LlamaToken;
+
+use super::template::{CHATML_TEMPLATE, ChatTemplate};
+use crate::config::ModelConfig;
+use crate::engine::Input;
+use crate::error::EngineError;
+
+/// Weights plus the tokenizer-side knowledge needed to build prompts.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub weights: Arc<LlamaModel>,
+    template: ChatTemplate,
+    pub architecture: String,
+    pub quantization: String,
+    pub parameters: u64,
+    pub size_bytes: u64,
+    pub n_ctx_train: u32,
+}
+
+impl LoadedModel {
+    pub fn load(backend: &LlamaBackend, config: &ModelConfig) -> Result<Self, EngineError> {
+        let path: &Path = config.path.as_ref();
+        if !path.is_file() {
+            return Err(EngineError::Internal(format!(
+                "model file {} does not exist",
+                path.display()
+            )));
+        }
+        let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
+        let weights = LlamaModel::load_from_file(backend, path, &params)
+            .map_err(|e| EngineError::Internal(format!("cannot load {}: {e}", path.display())))?;
+        let vocab = weights.vocab();
+        let token_text = |t: LlamaToken| {
+            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+        };
+        let bos = token_text(vocab.bos());
+        let eos = token_text(vocab.eos());
+        let source = weights
+            .chat_template(None)
+            .ok()
+            .and_then(|t| t.to_string().ok())
+            .unwrap_or_else(|| CHATML_TEMPLATE.to_owned());
+        let template = ChatTemplate::new(&source, bos, eos)?;
+        let meta = |key: &str| weights.meta_val_str(key).unwrap_or_default();
+        let architecture = meta("general.architecture");
+        let quantization = quantization_name(&meta("general.file_type"));
+        let parameters = weights.n_params();
+        let size_bytes = weights.size();
+        let n_ctx_train = weights.n_ctx_train();
+        Ok(Self {
+            weights: Arc::new(weights),
+            template,
+            architecture,
+            quantization,
+            parameters,
+            size_bytes,
+            n_ctx_train,
+        })
+    }
+
+    /// Renders (for chats) and tokenizes the request's input.
+    pub fn prompt_tokens(&self, input: &Input) -> Result<Vec<LlamaToken>, EngineError> {
+        let vocab = self.weights.vocab();
+        let (text, add_bos) = match input {
+            Input::Chat(messages) => {
+                let text = self.template.render(messages)?;
+                // Templates that write the BOS text themselves must not get a
+                // second one from the tokenizer.
+                let bos = vocab.token_to_piece(vocab.bos(), true, None);
+                let add_bos = bos.is_empty() || !text.as_bytes().starts_with(&bos);
+                (text, add_bos)
+            }
+            Input::Prompt(text) => (text.clone(), true),
+        };
+        let tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
+        if tokens.is_empty() {
+            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+        }
+        Ok(tokens)
+    }
+}
+
+/// llama.cpp's `general.file_type` number as the usual quantization name.
+fn quantization_name(file_type: &str) -> String {
+    let name = match file_type.trim() {
+        "0" => "F32",
+        "1" => "F16",
+        "2" => "Q4_0",
+        "3" => "Q4_1",
+        "7" => "Q8_0",
+        "8" => "Q5_0",
+        "9" => "Q5_1",
+        "10" => "Q2_K",
+        "11" => "Q3_K_S",
+        "12" => "Q3_K_M",
+        "13" => "Q3_K_L",
+        "14" => "Q4_K_S",
+        "15" => "Q4_K_M",
+        "16" => "Q5_K_S",
+        "17" => "Q5_K_M",
+        "18" => "Q6_K",
+        "32" => "BF16",
+        "" => "unknown",
+        other => return format!("file_type {other}"),
+    };
+    name.to_owned()
+}

@@ -1,0 +1,41 @@
+//! Builds llama.cpp's sampler chain for one generation.
+
+use llama_cpp_2::sampling::LlamaSampler;
+
+use crate::engine::Sampling;
+
+/// How many recent tokens the presence/frequency penalties look at.
+const PENALTY_WINDOW: i32 = 256;
+
+/// The chain for `sampling`: penalties, then greedy at temperature 0, else
+/// top-k → top-p → min-p → temperature → a seeded draw.
+pub fn build(sampling: &Sampling, n_vocab: i32) -> LlamaSampler {
+    let mut chain = Vec::new();
+    if sampling.presence_penalty != 0.0 || sampling.frequency_penalty != 0.0 {
+        chain.push(LlamaSampler::penalties(
+            n_vocab,
+            PENALTY_WINDOW,
+            1.0,
+            sampling.frequency_penalty,
+            sampling.presence_penalty,
+        ));
+    }
+    if sampling.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if sampling.top_k > 0 {
+            chain.push(LlamaSampler::top_k(
+                i32::try_from(sampling.top_k).unwrap_or(i32::MAX),
+            ));
+        }
+        if sampling.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(sampling.top_p, 1));
+        }
+        if sampling.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(sampling.min_p, 1));
+        }
+        chain.push(LlamaSampler::temp(sampling.temperature));
+        chain.push(LlamaSampler::dist(sampling.seed));
+    }
+    LlamaSampler::chain_simple(chain)
+}

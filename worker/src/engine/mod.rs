@@ -1,0 +1,154 @@
+//! Engines run models. The gRPC service talks to an [`Engine`] only; the
+//! llama.cpp engine is the real one (a mock engine for load tests and fault
+//! injection comes with the load-test tooling).
+//!
+//! A generation is admitted synchronously by [`Engine::generate`] (model
+//! known, prompt fits, a slot is free) and then produces [`GenerationEvent`]s
+//! on its channel until exactly one [`GenerationEvent::Finished`]. Cancelling
+//! the token, or dropping the receiver, ends it at the next decode step.
+
+pub mod llama;
+pub mod text;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::EngineError;
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// What to continue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A conversation, rendered with the model's chat template.
+    Chat(Vec<ChatMessage>),
+    /// Raw text, tokenized as is.
+    Prompt(String),
+}
+
+/// Sampling settings, defaults already applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: u32,
+    pub min_p: f32,
+    pub seed: u32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            seed: u32::MAX,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+        }
+    }
+}
+
+/// A validated generation request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationRequest {
+    pub id: String,
+    pub model: String,
+    pub input: Input,
+    pub sampling: Sampling,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+    Cancelled,
+}
+
+/// The summary sent last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub reason: FinishReason,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub cached_prompt_tokens: u32,
+    pub time_to_first_token: Duration,
+    pub total_time: Duration,
+}
+
+/// What a running generation reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerationEvent {
+    /// New text (whole characters) and the number of tokens it took.
+    Delta { text: String, tokens: u32 },
+    /// The end; nothing follows.
+    Finished(Finished),
+    /// The engine failed mid-generation; nothing follows.
+    Failed(EngineError),
+}
+
+/// A model as the engine knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub path: String,
+    pub size_bytes: u64,
+    pub context_size: u32,
+    pub slots_total: u32,
+    pub slots_busy: u32,
+    pub loaded: bool,
+    pub architecture: String,
+    pub parameters: u64,
+    pub quantization: String,
+    pub loaded_at_unix: i64,
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    pub started: u64,
+    pub completed: u64,
+    pub cancelled: u64,
+    pub failed: u64,
+    pub tokens_generated: u64,
+}
+
+/// A point-in-time view of an engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineStatus {
+    pub engine: String,
+    pub models: Vec<ModelInfo>,
+    pub counters: EngineCounters,
+}
+
+/// Runs generations.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// Admits `request` and starts it; events flow into `events` until
+    /// `Finished` or `Failed`. Errors here mean nothing was started.
+    async fn generate(
+        &self,
+        request: GenerationRequest,
+        events: UnboundedSender<GenerationEvent>,
+        cancel: CancellationToken,
+    ) -> Result<(), EngineError>;
+
+    /// A snapshot of models, slots and counters.
+    fn status(&self) -> EngineStatus;
+}

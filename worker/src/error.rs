@@ -1,0 +1,62 @@
+//! The worker's errors, and their one conversion into `tonic::Status`.
+
+use herd_proto::ERROR_CODE_METADATA;
+
+/// Everything that can go wrong running a model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("model `{0}` is not served by this worker")]
+    ModelNotFound(String),
+    #[error("the prompt has {prompt_tokens} tokens but the context holds {context_size}")]
+    ContextLengthExceeded {
+        prompt_tokens: u32,
+        context_size: u32,
+    },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("all {slots} slots of model `{model}` are busy")]
+    Busy { model: String, slots: u32 },
+    #[error("the worker is shutting down")]
+    ShuttingDown,
+    #[error("engine failure: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// Machine-readable reason sent in the `herd-error-code` metadata.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::ContextLengthExceeded { .. } => "context_length_exceeded",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::Busy { .. } => "slots_busy",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal(_) => "engine_error",
+        }
+    }
+
+    /// Whether the same request may succeed if tried again later or elsewhere.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Busy { .. } | Self::ShuttingDown)
+    }
+}
+
+impl From<EngineError> for tonic::Status {
+    fn from(err: EngineError) -> Self {
+        let code = match &err {
+            EngineError::ModelNotFound(_) => tonic::Code::NotFound,
+            EngineError::ContextLengthExceeded { .. } | EngineError::InvalidRequest(_) => {
+                tonic::Code::InvalidArgument
+            }
+            EngineError::Busy { .. } => tonic::Code::ResourceExhausted,
+            EngineError::ShuttingDown => tonic::Code::Unavailable,
+            EngineError::Internal(_) => tonic::Code::Internal,
+        };
+        let mut status = tonic::Status::new(code, err.to_string());
+        status.metadata_mut().insert(
+            ERROR_CODE_METADATA,
+            tonic::metadata::MetadataValue::from_static(err.code()),
+        );
+        status
+    }
+}

@@ -1,0 +1,66 @@
+//! Binding and serving the worker's gRPC endpoint: `herd.worker.v1.Worker`
+//! plus the standard `grpc.health.v1.Health`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use herd_proto::v1::worker_server::WorkerServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::engine::Engine;
+use crate::service::WorkerService;
+
+/// A worker endpoint that is bound (its address is known) but not yet serving.
+#[derive(Debug)]
+pub struct GrpcServer {
+    listener: TcpListener,
+    service: WorkerService,
+    local_addr: SocketAddr,
+    worker_id: String,
+}
+
+impl GrpcServer {
+    /// Binds `listen` (port 0 picks a free port). The worker id defaults to
+    /// `worker-<port>`.
+    pub async fn bind(
+        listen: SocketAddr,
+        worker_id: Option<String>,
+        engine: Arc<dyn Engine>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let local_addr = listener.local_addr()?;
+        let worker_id = worker_id.unwrap_or_else(|| format!("worker-{}", local_addr.port()));
+        Ok(Self {
+            listener,
+            service: WorkerService::new(engine, worker_id.clone()),
+            local_addr,
+            worker_id,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight calls.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<WorkerServer<WorkerService>>().await;
+        tracing::info!(addr = %self.local_addr, worker_id = %self.worker_id, "worker gRPC listening");
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(WorkerServer::new(self.service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await
+    }
+}

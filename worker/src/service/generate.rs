@@ -1,0 +1,241 @@
+//! `Generate`: validate the wire request, admit it into the engine, and turn
+//! engine events into the response stream. Dropping the response stream (the
+//! client went away) cancels the generation.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use herd_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tonic::Status;
+
+use crate::engine::{
+    ChatMessage, Engine, FinishReason, GenerationEvent, GenerationRequest, Input, Sampling,
+};
+use crate::error::EngineError;
+
+/// Admits `request` and returns its event stream.
+pub async fn start(
+    engine: &dyn Engine,
+    request: pb::GenerateRequest,
+) -> Result<GenerationStream, Status> {
+    let request = to_engine_request(request)?;
+    let id = request.id.clone();
+    let model = request.model.clone();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    engine.generate(request, tx, cancel.clone()).await?;
+    tracing::debug!(request_id = %id, model = %model, "generation admitted");
+    Ok(GenerationStream {
+        events: rx,
+        _cancel_on_drop: cancel.drop_guard(),
+        done: false,
+    })
+}
+
+/// Engine events as gRPC stream items; cancels the generation when dropped.
+pub struct GenerationStream {
+    events: mpsc::UnboundedReceiver<GenerationEvent>,
+    _cancel_on_drop: DropGuard,
+    done: bool,
+}
+
+impl Stream for GenerationStream {
+    type Item = Result<pb::GenerateEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let Poll::Ready(event) = self.events.poll_recv(cx) else {
+            return Poll::Pending;
+        };
+        let item = match event {
+            Some(GenerationEvent::Delta { text, tokens }) => Ok(pb::GenerateEvent {
+                event: Some(pb::generate_event::Event::Delta(pb::TextDelta {
+                    text,
+                    tokens,
+                })),
+            }),
+            Some(GenerationEvent::Finished(f)) => {
+                self.done = true;
+                Ok(pb::GenerateEvent {
+                    event: Some(pb::generate_event::Event::Finished(pb::GenerateFinished {
+                        reason: finish_reason(f.reason) as i32,
+                        prompt_tokens: f.prompt_tokens,
+                        completion_tokens: f.completion_tokens,
+                        cached_prompt_tokens: f.cached_prompt_tokens,
+                        time_to_first_token_us: f.time_to_first_token.as_micros() as u64,
+                        total_time_us: f.total_time.as_micros() as u64,
+                    })),
+                })
+            }
+            Some(GenerationEvent::Failed(err)) => {
+                self.done = true;
+                Err(Status::from(err))
+            }
+            None => {
+                self.done = true;
+                Err(Status::from(EngineError::Internal(
+                    "the generation ended without a final event".into(),
+                )))
+            }
+        };
+        Poll::Ready(Some(item))
+    }
+}
+
+fn finish_reason(reason: FinishReason) -> pb::FinishReason {
+    match reason {
+        FinishReason::Stop => pb::FinishReason::Stop,
+        FinishReason::Length => pb::FinishReason::Length,
+        FinishReason::Cancelled => pb::FinishReason::Cancelled,
+    }
+}
+
+/// Checks a wire request and applies sampling defaults.
+pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationRequest, EngineError> {
+    let invalid = |m: &str| EngineError::InvalidRequest(m.to_owned());
+    if request.model.is_empty() {
+        return Err(invalid("`model` is required"));
+    }
+    let input = match request.input {
+        Some(pb::generate_request::Input::Chat(chat)) => {
+            if chat.messages.is_empty() {
+                return Err(invalid("`messages` must not be empty"));
+            }
+            Input::Chat(
+                chat.messages
+                    .into_iter()
+                    .map(|m| ChatMessage {
+                        role: m.role,
+                        content: m.content,
+                        name: m.name,
+                    })
+                    .collect(),
+            )
+        }
+        Some(pb::generate_request::Input::Prompt(p)) => Input::Prompt(p.text),
+        None => return Err(invalid("one of `chat` or `prompt` is required")),
+    };
+    let defaults = Sampling::default();
+    let s = request.sampling.unwrap_or_default();
+    let sampling = Sampling {
+        temperature: s.temperature.unwrap_or(defaults.temperature),
+        top_p: s.top_p.unwrap_or(defaults.top_p),
+        top_k: s.top_k.unwrap_or(defaults.top_k),
+        min_p: s.min_p.unwrap_or(defaults.min_p),
+        seed: s.seed.map_or_else(random_seed, fold_seed),
+        presence_penalty: s.presence_penalty,
+        frequency_penalty: s.frequency_penalty,
+    };
+    let finite = [
+        sampling.temperature,
+        sampling.top_p,
+        sampling.min_p,
+        sampling.presence_penalty,
+        sampling.frequency_penalty,
+    ]
+    .iter()
+    .all(|v| v.is_finite());
+    if !finite || sampling.temperature < 0.0 || !(0.0..=1.0).contains(&sampling.top_p) {
+        return Err(invalid("sampling parameters out of range"));
+    }
+    if request.max_tokens == Some(0) {
+        return Err(invalid("`max_tokens` must be at least 1"));
+    }
+    Ok(GenerationRequest {
+        id: request.request_id,
+        model: request.model,
+        input,
+        sampling,
+        max_tokens: request.max_tokens,
+        stop: request.stop,
+    })
+}
+
+/// llama.cpp seeds are 32-bit; fold the 64-bit wire seed into one.
+fn fold_seed(seed: u64) -> u32 {
+    (seed as u32) ^ ((seed >> 32) as u32)
+}
+
+fn random_seed() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat_request() -> pb::GenerateRequest {
+        pb::GenerateRequest {
+            request_id: "r1".into(),
+            model: "m".into(),
+            input: Some(pb::generate_request::Input::Chat(pb::ChatInput {
+                messages: vec![pb::ChatMessage {
+                    role: "user".into(),
+                    content: "hi".into(),
+                    name: None,
+                }],
+            })),
+            sampling: None,
+            max_tokens: None,
+            stop: vec![],
+        }
+    }
+
+    #[test]
+    fn defaults_are_applied() {
+        let r = to_engine_request(chat_request()).unwrap();
+        assert_eq!(r.sampling.temperature, 0.8);
+        assert_eq!(r.sampling.top_k, 40);
+    }
+
+    #[test]
+    fn same_seed_gives_same_engine_seed() {
+        let mut a = chat_request();
+        a.sampling = Some(pb::SamplingParams {
+            seed: Some(42),
+            ..Default::default()
+        });
+        let b = a.clone();
+        assert_eq!(
+            to_engine_request(a).unwrap().sampling.seed,
+            to_engine_request(b).unwrap().sampling.seed
+        );
+    }
+
+    #[test]
+    fn missing_input_and_bad_values_are_invalid() {
+        let mut r = chat_request();
+        r.input = None;
+        assert!(matches!(
+            to_engine_request(r),
+            Err(EngineError::InvalidRequest(_))
+        ));
+        let mut r = chat_request();
+        r.sampling = Some(pb::SamplingParams {
+            temperature: Some(f32::NAN),
+            ..Default::default()
+        });
+        assert!(matches!(
+            to_engine_request(r),
+            Err(EngineError::InvalidRequest(_))
+        ));
+        let mut r = chat_request();
+        r.max_tokens = Some(0);
+        assert!(matches!(
+            to_engine_request(r),
+            Err(EngineError::InvalidRequest(_))
+        ));
+    }
+}
