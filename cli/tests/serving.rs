@@ -1,5 +1,7 @@
 //! Serving behaviour: many concurrent clients, and clients that leave.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};
