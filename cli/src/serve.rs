@@ -15,6 +15,9 @@ use tokio::sync::watch;
 
 use crate::signals::stop_on_signal;
 
+/// How long the worker may take to stop after the gateway has.
+const WORKER_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// GGUF file to serve.
@@ -108,6 +111,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The gateway drains its requests first; then the worker stops.
     gateway.run(shutdown).await;
     let _ = stop_worker.send(true);
-    worker_task.await?.context("worker gRPC server failed")?;
+    // Generations the gateway gave up on are cancelled as their streams
+    // close; do not wait on stragglers for long.
+    match tokio::time::timeout(WORKER_STOP_TIMEOUT, worker_task).await {
+        Ok(joined) => joined?.context("worker gRPC server failed")?,
+        Err(_) => tracing::warn!("worker did not stop in time; exiting anyway"),
+    }
     Ok(())
 }

@@ -18,7 +18,8 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
-    /// Offer HTTP/2 over cleartext (h2c) besides HTTP/1.1.
+    /// Offer HTTP/2 over cleartext (h2c) besides HTTP/1.1. Off by default:
+    /// pingora's h2c preface probe waits on every new connection.
     pub http2: bool,
     /// How often worker status is refreshed, in milliseconds.
     pub status_interval_ms: u64,
@@ -42,7 +43,7 @@ impl Default for GatewayConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 12434)),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            http2: true,
+            http2: false,
             status_interval_ms: 1000,
             shutdown_grace_secs: 10,
             workers: Vec::new(),

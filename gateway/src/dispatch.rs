@@ -10,13 +10,13 @@ use tonic::Streaming;
 
 use crate::admission::{self, Lease};
 use crate::error::ApiError;
-use crate::routing::RoutingPolicy;
+use crate::routing::{Pick, RoutingPolicy};
 use crate::workers::Registry;
 
-/// How often, and how far apart, a call refused with "all slots busy" is
-/// tried again. The worker frees a cancelled slot within one decode step, so
-/// this only bridges that gap.
-const BUSY_RETRIES: u32 = 50;
+/// How long a call refused with "all slots busy" is tried again. The worker
+/// frees a cancelled generation's slot at its next decode step, which can
+/// lag the gateway's lease by one (long) batch; this bridges that gap.
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(30);
 const BUSY_BACKOFF: Duration = Duration::from_millis(10);
 
 /// A running generation on a worker.
@@ -43,24 +43,39 @@ impl Dispatcher {
         &self.registry
     }
 
+    /// Embeds on a worker serving the model. Embeddings run on the worker's
+    /// own embedding thread, not in generation slots, so no slot is held.
+    pub async fn embed(&self, request: pb::EmbedRequest) -> Result<pb::EmbedResponse, ApiError> {
+        let pick = self.pick(&request.model)?;
+        let Some(mut client) = pick.worker.client.clone() else {
+            return Err(ApiError::NoCapacity(request.model));
+        };
+        client
+            .embed(request.clone())
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| ApiError::from_status(&status, &request.model))
+    }
+
+    /// The worker and model route for `model`, from the current snapshot.
+    fn pick(&self, model: &str) -> Result<Pick, ApiError> {
+        let snapshot = self.registry.snapshot();
+        match self.policy.pick(&snapshot, model) {
+            Some(pick) => Ok(pick),
+            None if snapshot.knows_model(model) => Err(ApiError::NoCapacity(model.to_owned())),
+            None => Err(ApiError::ModelNotFound(model.to_owned())),
+        }
+    }
+
     /// Picks, admits and starts `request`. Waits while the worker's slots are
     /// all taken; the wait ends with the caller's future being dropped.
     pub async fn dispatch(&self, request: pb::GenerateRequest) -> Result<Generation, ApiError> {
-        let pick = {
-            let snapshot = self.registry.snapshot();
-            match self.policy.pick(&snapshot, &request.model) {
-                Some(pick) => pick,
-                None if snapshot.knows_model(&request.model) => {
-                    return Err(ApiError::NoCapacity(request.model));
-                }
-                None => return Err(ApiError::ModelNotFound(request.model)),
-            }
-        };
+        let pick = self.pick(&request.model)?;
         let Some(client) = pick.worker.client.clone() else {
             return Err(ApiError::NoCapacity(request.model));
         };
         let lease = admission::admit(&pick.route).await?;
-        let mut retries = 0;
+        let retry_until = tokio::time::Instant::now() + BUSY_RETRY_FOR;
         loop {
             match client.clone().generate(request.clone()).await {
                 Ok(response) => {
@@ -72,9 +87,8 @@ impl Dispatcher {
                 }
                 Err(status)
                     if status.code() == tonic::Code::ResourceExhausted
-                        && retries < BUSY_RETRIES =>
+                        && tokio::time::Instant::now() < retry_until =>
                 {
-                    retries += 1;
                     tokio::time::sleep(BUSY_BACKOFF).await;
                 }
                 Err(status) => {

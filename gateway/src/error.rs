@@ -76,7 +76,6 @@ impl ApiError {
 
     fn kind(&self) -> &'static str {
         match self.status() {
-            StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => "server_error",
             _ => "invalid_request_error",
         }
@@ -130,15 +129,20 @@ impl ApiError {
             .unwrap_or("");
         match (status.code(), code) {
             (_, "context_length_exceeded") => {
-                let numbers: Vec<u64> = status
-                    .message()
-                    .split(|c: char| !c.is_ascii_digit())
-                    .filter_map(|s| s.parse().ok())
-                    .collect();
-                match numbers.as_slice() {
-                    [prompt_tokens, context_size, ..] => Self::ContextLengthExceeded {
-                        prompt_tokens: *prompt_tokens,
-                        context_size: *context_size,
+                let number = |key: &str| {
+                    status
+                        .metadata()
+                        .get(key)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                };
+                match (
+                    number(herd_proto::PROMPT_TOKENS_METADATA),
+                    number(herd_proto::CONTEXT_SIZE_METADATA),
+                ) {
+                    (Some(prompt_tokens), Some(context_size)) => Self::ContextLengthExceeded {
+                        prompt_tokens,
+                        context_size,
                     },
                     _ => Self::InvalidRequest(status.message().to_owned()),
                 }
@@ -148,7 +152,11 @@ impl ApiError {
             (tonic::Code::ResourceExhausted | tonic::Code::Unavailable, _) => {
                 Self::NoCapacity(model.to_owned())
             }
-            _ => Self::Upstream(status.message().to_owned()),
+            _ => {
+                // Details stay in the log; clients get a stable message.
+                tracing::warn!(model, code = ?status.code(), message = status.message(), "worker error");
+                Self::Upstream("the worker could not complete the request".into())
+            }
         }
     }
 }
@@ -174,12 +182,19 @@ mod tests {
 
     #[test]
     fn worker_context_error_keeps_both_numbers() {
-        let mut status = tonic::Status::invalid_argument(
-            "the prompt has 5000 tokens but the context holds 4096",
-        );
-        status.metadata_mut().insert(
+        let mut status = tonic::Status::invalid_argument("too long");
+        let meta = status.metadata_mut();
+        meta.insert(
             herd_proto::ERROR_CODE_METADATA,
             tonic::metadata::MetadataValue::from_static("context_length_exceeded"),
+        );
+        meta.insert(
+            herd_proto::PROMPT_TOKENS_METADATA,
+            tonic::metadata::MetadataValue::from_static("5000"),
+        );
+        meta.insert(
+            herd_proto::CONTEXT_SIZE_METADATA,
+            tonic::metadata::MetadataValue::from_static("4096"),
         );
         let e = ApiError::from_status(&status, "m");
         assert_eq!(

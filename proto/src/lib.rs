@@ -15,3 +15,7 @@ pub use worker::v1;
 /// The `herd-error-code` metadata key carrying a machine-readable reason on
 /// error statuses (e.g. `context_length_exceeded`).
 pub const ERROR_CODE_METADATA: &str = "herd-error-code";
+
+/// With `context_length_exceeded`: the prompt's tokens and the context size.
+pub const PROMPT_TOKENS_METADATA: &str = "herd-prompt-tokens";
+pub const CONTEXT_SIZE_METADATA: &str = "herd-context-size";

@@ -1,6 +1,7 @@
 //! The worker's errors, and their one conversion into `tonic::Status`.
 
-use herd_proto::ERROR_CODE_METADATA;
+use herd_proto::{CONTEXT_SIZE_METADATA, ERROR_CODE_METADATA, PROMPT_TOKENS_METADATA};
+use tonic::metadata::MetadataValue;
 
 /// Everything that can go wrong running a model.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -53,10 +54,16 @@ impl From<EngineError> for tonic::Status {
             EngineError::Internal(_) => tonic::Code::Internal,
         };
         let mut status = tonic::Status::new(code, err.to_string());
-        status.metadata_mut().insert(
-            ERROR_CODE_METADATA,
-            tonic::metadata::MetadataValue::from_static(err.code()),
-        );
+        let meta = status.metadata_mut();
+        meta.insert(ERROR_CODE_METADATA, MetadataValue::from_static(err.code()));
+        if let EngineError::ContextLengthExceeded {
+            prompt_tokens,
+            context_size,
+        } = err
+        {
+            meta.insert(PROMPT_TOKENS_METADATA, MetadataValue::from(prompt_tokens));
+            meta.insert(CONTEXT_SIZE_METADATA, MetadataValue::from(context_size));
+        }
         status
     }
 }

@@ -12,6 +12,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::engine::Engine;
 use crate::service::WorkerService;
 
+/// Largest gRPC message either way: above the gateway's largest request body
+/// and the largest embedding batch.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// A worker endpoint that is bound (its address is known) but not yet serving.
 #[derive(Debug)]
 pub struct GrpcServer {
@@ -59,7 +63,11 @@ impl GrpcServer {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(health_service)
-            .add_service(WorkerServer::new(self.service))
+            .add_service(
+                WorkerServer::new(self.service)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await
     }

@@ -25,6 +25,13 @@ pub async fn read_limited(session: &mut ServerSession, limit: usize) -> Result<B
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
+    let expects_continue = session
+        .get_header("expect")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if expects_continue && session.write_continue_response().await.is_err() {
+        return Err(BodyError::Gone);
+    }
     let mut body = BytesMut::with_capacity(declared.map_or(1024, |l| l as usize));
     loop {
         match session.read_request_body().await {

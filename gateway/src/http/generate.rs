@@ -107,7 +107,11 @@ async fn collect(
         meta,
         &text,
         finish_reason(&finished),
-        Usage::new(finished.prompt_tokens, finished.completion_tokens),
+        Usage::new(
+            finished.prompt_tokens,
+            finished.completion_tokens,
+            finished.cached_prompt_tokens,
+        ),
     );
     respond::json(session, StatusCode::OK, body).await
 }
@@ -162,7 +166,11 @@ async fn stream(
                     include_usage,
                 )));
                 if include_usage {
-                    let usage = Usage::new(finished.prompt_tokens, finished.completion_tokens);
+                    let usage = Usage::new(
+                        finished.prompt_tokens,
+                        finished.completion_tokens,
+                        finished.cached_prompt_tokens,
+                    );
                     tail.put(sse::event(&response::chunk(
                         meta,
                         ChunkKind::Usage(usage),

@@ -3,6 +3,7 @@
 //! OpenAI's error shape.
 
 mod body;
+mod embed;
 mod generate;
 mod info;
 mod respond;
@@ -22,6 +23,9 @@ use self::body::BodyError;
 use self::routes::Route;
 use crate::dispatch::Dispatcher;
 use crate::openai;
+
+/// Longest a single write (or draining an unread body) may block.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Requests being served, so shutdown can wait for them.
 #[derive(Debug, Default)]
@@ -93,7 +97,15 @@ impl HttpApp {
         let header = session.req_header();
         let route = match routes::route(&header.method, header.uri.path()) {
             Ok(route) => route,
-            Err(err) => return respond::error(session, &err).await && session.is_body_done(),
+            Err(err) => {
+                // Take in a body nobody will read, so the client can read
+                // the answer (and the connection can be reused).
+                body::discard_rest(session, self.max_body_bytes).await;
+                if !session.is_body_done() {
+                    session.set_keepalive(None);
+                }
+                return respond::error(session, &err).await && session.is_body_done();
+            }
         };
         let registry = self.dispatcher.registry();
         match route {
@@ -112,22 +124,28 @@ impl HttpApp {
             Route::Models => info::models(session, registry).await,
             Route::Model(id) => info::model(session, registry, &id).await,
             Route::Status => info::status(session, registry).await,
-            Route::ChatCompletions | Route::Completions => {
+            Route::ChatCompletions | Route::Completions | Route::Embeddings => {
                 let body = match body::read_limited(session, self.max_body_bytes).await {
                     Ok(body) => body,
                     // The rest of the body is unread: take it in (bounded)
                     // so the client can read the answer, then close.
                     Err(BodyError::Reject(err)) => {
                         body::discard_rest(session, self.max_body_bytes.saturating_mul(4)).await;
+                        session.set_keepalive(None);
                         respond::error(session, &err).await;
                         return false;
                     }
                     Err(BodyError::Gone) => return false,
                 };
-                let parsed = if route == Route::ChatCompletions {
-                    openai::parse_chat(&body)
-                } else {
-                    openai::parse_completion(&body)
+                let parsed = match route {
+                    Route::Embeddings => {
+                        return match openai::embeddings::parse_embeddings(&body) {
+                            Ok(request) => embed::serve(&self.dispatcher, session, request).await,
+                            Err(err) => respond::error(session, &err).await,
+                        };
+                    }
+                    Route::ChatCompletions => openai::parse_chat(&body),
+                    _ => openai::parse_completion(&body),
                 };
                 match parsed {
                     Ok(request) => generate::serve(&self.dispatcher, session, request).await,
@@ -150,6 +168,9 @@ impl HttpServerApp for HttpApp {
             Ok(false) | Err(_) => return None,
         }
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        // A client that stops reading must not hold a slot forever.
+        session.set_write_timeout(Some(WRITE_TIMEOUT));
+        session.set_total_drain_timeout(Some(WRITE_TIMEOUT));
         if !self.handle(&mut session).await {
             return None;
         }

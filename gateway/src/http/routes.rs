@@ -17,6 +17,7 @@ pub enum Route {
     Health,
     ChatCompletions,
     Completions,
+    Embeddings,
     Models,
     /// `GET /v1/models/{id}`; the id may contain `/` and `:`.
     Model(String),
@@ -33,6 +34,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         "/herd/v1/status" => (Route::Status, "GET"),
         "/v1/chat/completions" => (Route::ChatCompletions, "POST"),
         "/v1/completions" => (Route::Completions, "POST"),
+        "/v1/embeddings" => (Route::Embeddings, "POST"),
         "/v1/models" | "/v1/models/" => (Route::Models, "GET"),
         p => match p.strip_prefix("/v1/models/") {
             Some(id) => (Route::Model(percent_decode(id)), "GET"),

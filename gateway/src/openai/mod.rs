@@ -1,6 +1,7 @@
 //! The OpenAI API's request and response types and their mapping onto
 //! Herd's gRPC contract.
 
+pub mod embeddings;
 pub mod fields;
 pub mod request;
 pub mod response;

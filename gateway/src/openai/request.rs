@@ -48,15 +48,7 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerationRequest, ApiError> {
         ));
     }
     fields.reject_unless_neutral("functions", "function calling is not available yet")?;
-    if let Some(format) = fields.get("response_format") {
-        let kind = format.get("type").and_then(Value::as_str);
-        if kind != Some("text") {
-            return Err(ApiError::unsupported(
-                "response_format",
-                "only `{\"type\":\"text\"}` is supported for `response_format`",
-            ));
-        }
-    }
+    request.generate.response_format = parse_response_format(&fields)?;
     fields.reject_unless_neutral("top_logprobs", "log probabilities are not available yet")?;
     Ok(request)
 }
@@ -170,12 +162,49 @@ fn parse_common(fields: &Fields, endpoint: Endpoint) -> Result<GenerationRequest
             sampling: Some(sampling),
             max_tokens: max_tokens.map(|m| m as u32),
             stop: fields.stop()?,
+            response_format: None,
         },
     })
 }
 
 /// `messages`: a non-empty array of `{role, content}`; content may be a
 /// string, `null`, or an array of text parts.
+/// `response_format`: `text`, `json_object`, or `json_schema` with a schema.
+fn parse_response_format(fields: &Fields) -> Result<Option<pb::ResponseFormat>, ApiError> {
+    use pb::response_format::Format;
+    let Some(format) = fields.get("response_format") else {
+        return Ok(None);
+    };
+    let format = match format.get("type").and_then(Value::as_str) {
+        Some("text") => return Ok(None),
+        Some("json_object") => Format::JsonObject(true),
+        Some("json_schema") => {
+            let schema = format
+                .get("json_schema")
+                .and_then(|s| s.get("schema"))
+                .filter(|s| s.is_object());
+            match schema {
+                Some(schema) => Format::JsonSchema(schema.to_string()),
+                None => {
+                    return Err(ApiError::field(
+                        "response_format.json_schema.schema",
+                        "`response_format.json_schema.schema` must be a JSON Schema object",
+                    ));
+                }
+            }
+        }
+        _ => {
+            return Err(ApiError::field(
+                "response_format.type",
+                "`response_format.type` must be `text`, `json_object` or `json_schema`",
+            ));
+        }
+    };
+    Ok(Some(pb::ResponseFormat {
+        format: Some(format),
+    }))
+}
+
 fn parse_messages(fields: &Fields) -> Result<Vec<pb::ChatMessage>, ApiError> {
     let items = match fields.get("messages") {
         Some(Value::Array(items)) if !items.is_empty() => items,
@@ -316,6 +345,26 @@ mod tests {
     }
 
     #[test]
+    fn response_formats_map_to_constraints() {
+        use pb::response_format::Format;
+        let base = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":"#;
+        let parse = |rf: &str| parse_chat(format!("{base}{rf}}}").as_bytes()).unwrap();
+        assert_eq!(parse(r#"{"type":"text"}"#).generate.response_format, None);
+        let json = parse(r#"{"type":"json_object"}"#)
+            .generate
+            .response_format
+            .unwrap();
+        assert_eq!(json.format, Some(Format::JsonObject(true)));
+        let schema = parse(
+            r#"{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object"}}}"#,
+        );
+        assert_eq!(
+            schema.generate.response_format.unwrap().format,
+            Some(Format::JsonSchema(r#"{"type":"object"}"#.into()))
+        );
+    }
+
+    #[test]
     fn max_completion_tokens_wins() {
         let r = parse_chat(
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":5,"max_tokens":9}"#,
@@ -338,7 +387,8 @@ mod tests {
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, "stream"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}"#, "logprobs"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#, "tools"),
-            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#, "response_format"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}"#, "response_format.type"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"x"}}}"#, "response_format.json_schema.schema"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#, "stream_options"),
         ];
         for (body, param) in cases {

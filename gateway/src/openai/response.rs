@@ -12,14 +12,22 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// How much of the prompt came from the cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: u32,
 }
 
 impl Usage {
-    pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
+    pub fn new(prompt_tokens: u32, completion_tokens: u32, cached_tokens: u32) -> Self {
         Self {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            prompt_tokens_details: PromptTokensDetails { cached_tokens },
         }
     }
 }
@@ -239,7 +247,7 @@ mod tests {
             &meta(Endpoint::ChatCompletions),
             "hi",
             "stop",
-            Usage::new(3, 1),
+            Usage::new(3, 1, 0),
         ));
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["choices"][0]["message"]["role"], "assistant");
@@ -262,7 +270,7 @@ mod tests {
         let fin = parse(chunk(&m, ChunkKind::Finish("length"), false));
         assert_eq!(fin["choices"][0]["delta"], serde_json::json!({}));
         assert_eq!(fin["choices"][0]["finish_reason"], "length");
-        let usage = parse(chunk(&m, ChunkKind::Usage(Usage::new(2, 5)), true));
+        let usage = parse(chunk(&m, ChunkKind::Usage(Usage::new(2, 5, 0)), true));
         assert_eq!(usage["choices"], serde_json::json!([]));
         assert_eq!(usage["usage"]["completion_tokens"], 5);
     }
@@ -270,7 +278,7 @@ mod tests {
     #[test]
     fn text_completion_shapes() {
         let m = meta(Endpoint::Completions);
-        let v = parse(completion(&m, "x", "length", Usage::new(1, 1)));
+        let v = parse(completion(&m, "x", "length", Usage::new(1, 1, 0)));
         assert_eq!(v["object"], "text_completion");
         assert_eq!(v["choices"][0]["text"], "x");
         let c = parse(chunk(&m, ChunkKind::Text("y"), false));

@@ -12,6 +12,9 @@ use tonic::transport::{Channel, Endpoint};
 use super::snapshot::{ModelRoute, Snapshot, WorkerView};
 use crate::state::{StateStore, WorkerRecord};
 
+/// Largest gRPC message either way (the worker uses the same limit).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// How long one `Status` call may take before the worker counts as unhealthy.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -72,7 +75,11 @@ impl Registry {
                         changes = self.store.membership_changes();
                     }
                 }
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
             }
             if *shutdown.borrow() {
                 return;
@@ -157,5 +164,9 @@ fn connect(endpoint: &str) -> Option<WorkerClient<Channel>> {
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30));
-    Some(WorkerClient::new(endpoint.connect_lazy()))
+    Some(
+        WorkerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
 }

@@ -62,6 +62,15 @@ impl Default for Sampling {
     }
 }
 
+/// A constraint on the output's form (structured output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Constraint {
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid against this JSON Schema (JSON text).
+    JsonSchema(String),
+}
+
 /// A validated generation request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationRequest {
@@ -71,6 +80,21 @@ pub struct GenerationRequest {
     pub sampling: Sampling,
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
+    pub constraint: Option<Constraint>,
+}
+
+/// One input to embed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbedInput {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// Pooled, normalised vectors in input order, and the tokens they took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub prompt_tokens: u32,
 }
 
 /// Why a generation ended.
@@ -148,6 +172,9 @@ pub trait Engine: Send + Sync + 'static {
         events: UnboundedSender<GenerationEvent>,
         cancel: CancellationToken,
     ) -> Result<(), EngineError>;
+
+    /// Embeds `inputs` with `model`.
+    async fn embed(&self, model: &str, inputs: Vec<EmbedInput>) -> Result<Embeddings, EngineError>;
 
     /// A snapshot of models, slots and counters.
     fn status(&self) -> EngineStatus;

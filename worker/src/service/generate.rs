@@ -12,7 +12,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::Status;
 
 use crate::engine::{
-    ChatMessage, Engine, FinishReason, GenerationEvent, GenerationRequest, Input, Sampling,
+    ChatMessage, Constraint, Engine, FinishReason, GenerationEvent, GenerationRequest, Input,
+    Sampling,
 };
 use crate::error::EngineError;
 
@@ -146,6 +147,13 @@ pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationReque
     if request.max_tokens == Some(0) {
         return Err(invalid("`max_tokens` must be at least 1"));
     }
+    let constraint = match request.response_format.and_then(|f| f.format) {
+        None | Some(pb::response_format::Format::JsonObject(false)) => None,
+        Some(pb::response_format::Format::JsonObject(true)) => Some(Constraint::JsonObject),
+        Some(pb::response_format::Format::JsonSchema(schema)) => {
+            Some(Constraint::JsonSchema(schema))
+        }
+    };
     Ok(GenerationRequest {
         id: request.request_id,
         model: request.model,
@@ -153,6 +161,7 @@ pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationReque
         sampling,
         max_tokens: request.max_tokens,
         stop: request.stop,
+        constraint,
     })
 }
 
@@ -190,6 +199,7 @@ mod tests {
             sampling: None,
             max_tokens: None,
             stop: vec![],
+            response_format: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The gRPC face of the worker: `herd.worker.v1.Worker` over an [`Engine`].
 
+mod embed;
 mod generate;
 mod status;
 
@@ -8,7 +9,9 @@ use std::sync::Arc;
 
 use futures::Stream;
 use herd_proto::v1::worker_server::Worker;
-use herd_proto::v1::{GenerateEvent, GenerateRequest, StatusRequest, StatusResponse};
+use herd_proto::v1::{
+    EmbedRequest, EmbedResponse, GenerateEvent, GenerateRequest, StatusRequest, StatusResponse,
+};
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
@@ -46,6 +49,14 @@ impl Worker for WorkerService {
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let stream = generate::start(self.engine.as_ref(), request.into_inner()).await?;
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn embed(
+        &self,
+        request: Request<EmbedRequest>,
+    ) -> Result<Response<EmbedResponse>, Status> {
+        let response = embed::run(self.engine.as_ref(), request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 
     async fn status(

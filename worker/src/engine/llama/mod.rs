@@ -1,6 +1,8 @@
 //! The llama.cpp engine: one [`LoadedModel`] and one decode-loop thread
 //! ([`runner`]) per configured model.
 
+mod embed;
+mod grammar;
 mod model;
 mod runner;
 mod sampler;
@@ -9,7 +11,7 @@ mod template;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel, sync_channel};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -21,7 +23,8 @@ use self::model::LoadedModel;
 use self::runner::{Job, RunnerSettings, SlotPermit};
 use crate::config::{ModelConfig, WorkerConfig};
 use crate::engine::{
-    Engine, EngineCounters, EngineStatus, GenerationEvent, GenerationRequest, ModelInfo,
+    EmbedInput, Embeddings, Engine, EngineCounters, EngineStatus, GenerationEvent,
+    GenerationRequest, ModelInfo,
 };
 use crate::error::EngineError;
 
@@ -56,6 +59,30 @@ struct ModelRunner {
     jobs: Sender<Job>,
     busy: Arc<AtomicU32>,
     loaded_at_unix: i64,
+    /// The embedding thread, started on the first `embed`.
+    embedder: Mutex<Option<Sender<embed::EmbedJob>>>,
+}
+
+impl ModelRunner {
+    /// The embedding thread's queue, starting the thread if needed.
+    fn embedder(&self) -> Result<Sender<embed::EmbedJob>, EngineError> {
+        let mut guard = self
+            .embedder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = guard.as_ref() {
+            return Ok(tx.clone());
+        }
+        let tx = embed::start(
+            backend()?,
+            self.model.clone(),
+            self.settings.context_per_slot,
+            self.settings.threads,
+            &self.config.name,
+        )?;
+        *guard = Some(tx.clone());
+        Ok(tx)
+    }
 }
 
 /// Runs GGUF models with llama.cpp.
@@ -136,6 +163,7 @@ fn start_model(
         loaded_at_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
+        embedder: Mutex::new(None),
     })
 }
 
@@ -161,9 +189,17 @@ impl Engine for LlamaEngine {
             })?;
         let model = runner.model.clone();
         let input = request.input;
-        let prompt = tokio::task::spawn_blocking(move || model.prompt_tokens(&input))
-            .await
-            .map_err(|e| EngineError::Internal(format!("tokenizer task failed: {e}")))??;
+        let constraint = request.constraint;
+        let (prompt, grammar) = tokio::task::spawn_blocking(move || {
+            let prompt = model.prompt_tokens(&input)?;
+            let grammar = constraint
+                .as_ref()
+                .map(grammar::for_constraint)
+                .transpose()?;
+            Ok::<_, EngineError>((prompt, grammar))
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("tokenizer task failed: {e}")))??;
         let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
         if prompt_tokens >= runner.settings.context_per_slot {
             return Err(EngineError::ContextLengthExceeded {
@@ -176,6 +212,7 @@ impl Engine for LlamaEngine {
             .send(Job {
                 prompt,
                 sampling: request.sampling,
+                grammar,
                 max_tokens: request.max_tokens,
                 stop: request.stop,
                 events,
@@ -186,6 +223,50 @@ impl Engine for LlamaEngine {
             .map_err(|_| EngineError::ShuttingDown)?;
         self.counters.started.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn embed(&self, model: &str, inputs: Vec<EmbedInput>) -> Result<Embeddings, EngineError> {
+        let runner = self
+            .models
+            .get(model)
+            .ok_or_else(|| EngineError::ModelNotFound(model.to_owned()))?;
+        let weights = runner.model.clone();
+        let context_size = runner.settings.context_per_slot;
+        let tokens = tokio::task::spawn_blocking(move || {
+            inputs
+                .iter()
+                .map(|input| {
+                    let tokens = weights.embedding_tokens(input)?;
+                    let n = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+                    if n > context_size {
+                        return Err(EngineError::ContextLengthExceeded {
+                            prompt_tokens: n,
+                            context_size,
+                        });
+                    }
+                    Ok(tokens)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("tokenizer task failed: {e}")))??;
+        let prompt_tokens = tokens
+            .iter()
+            .map(|t| u32::try_from(t.len()).unwrap_or(u32::MAX))
+            .fold(0u32, u32::saturating_add);
+        let (reply, result) = tokio::sync::oneshot::channel();
+        runner
+            .embedder()?
+            .send(embed::EmbedJob {
+                inputs: tokens,
+                reply,
+            })
+            .map_err(|_| EngineError::ShuttingDown)?;
+        let vectors = result.await.map_err(|_| EngineError::ShuttingDown)??;
+        Ok(Embeddings {
+            vectors,
+            prompt_tokens,
+        })
     }
 
     fn status(&self) -> EngineStatus {

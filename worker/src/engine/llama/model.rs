@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use llama_cpp_2::context::params::LlamaPoolingType;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -11,7 +12,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::template::{CHATML_TEMPLATE, ChatTemplate};
 use crate::config::ModelConfig;
-use crate::engine::Input;
+use crate::engine::{EmbedInput, Input};
 use crate::error::EngineError;
 
 /// Weights plus the tokenizer-side knowledge needed to build prompts.
@@ -24,6 +25,8 @@ pub struct LoadedModel {
     pub parameters: u64,
     pub size_bytes: u64,
     pub n_ctx_train: u32,
+    /// How token vectors are pooled into one embedding.
+    pub pooling: LlamaPoolingType,
 }
 
 impl LoadedModel {
@@ -39,7 +42,11 @@ impl LoadedModel {
         let weights = LlamaModel::load_from_file(backend, path, &params)
             .map_err(|e| EngineError::Internal(format!("cannot load {}: {e}", path.display())))?;
         let vocab = weights.vocab();
+        // Models without a BOS/EOS token report -1; llama.cpp throws on it.
         let token_text = |t: LlamaToken| {
+            if t.0 < 0 {
+                return String::new();
+            }
             String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
         };
         let bos = token_text(vocab.bos());
@@ -56,6 +63,7 @@ impl LoadedModel {
         let parameters = weights.n_params();
         let size_bytes = weights.size();
         let n_ctx_train = weights.n_ctx_train();
+        let pooling = pooling_type(&meta(&format!("{architecture}.pooling_type")));
         Ok(Self {
             weights: Arc::new(weights),
             template,
@@ -64,7 +72,32 @@ impl LoadedModel {
             parameters,
             size_bytes,
             n_ctx_train,
+            pooling,
         })
+    }
+
+    /// Tokens of one embedding input: text is tokenized, ids are checked
+    /// against the vocabulary.
+    pub fn embedding_tokens(&self, input: &EmbedInput) -> Result<Vec<LlamaToken>, EngineError> {
+        let vocab = self.weights.vocab();
+        let tokens = match input {
+            EmbedInput::Text(text) => vocab.tokenize(text.as_bytes(), true, false),
+            EmbedInput::Tokens(ids) => {
+                let n_vocab = u32::try_from(vocab.n_tokens()).unwrap_or(0);
+                if let Some(bad) = ids.iter().find(|id| **id >= n_vocab) {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "token id {bad} is outside the vocabulary (size {n_vocab})"
+                    )));
+                }
+                ids.iter()
+                    .map(|id| LlamaToken::new(i32::try_from(*id).unwrap_or(i32::MAX)))
+                    .collect()
+            }
+        };
+        if tokens.is_empty() {
+            return Err(EngineError::InvalidRequest("an input has no tokens".into()));
+        }
+        Ok(tokens)
     }
 
     /// Renders (for chats) and tokenizes the request's input.
@@ -75,7 +108,11 @@ impl LoadedModel {
                 let text = self.template.render(messages)?;
                 // Templates that write the BOS text themselves must not get a
                 // second one from the tokenizer.
-                let bos = vocab.token_to_piece(vocab.bos(), true, None);
+                let bos = if vocab.bos().0 < 0 {
+                    Vec::new()
+                } else {
+                    vocab.token_to_piece(vocab.bos(), true, None)
+                };
                 let add_bos = bos.is_empty() || !text.as_bytes().starts_with(&bos);
                 (text, add_bos)
             }
@@ -86,6 +123,16 @@ impl LoadedModel {
             return Err(EngineError::InvalidRequest("the prompt is empty".into()));
         }
         Ok(tokens)
+    }
+}
+
+/// The GGUF's `<arch>.pooling_type`; models without one (generative models)
+/// are mean-pooled.
+fn pooling_type(value: &str) -> LlamaPoolingType {
+    match value.trim() {
+        "2" => LlamaPoolingType::Cls,
+        "3" => LlamaPoolingType::Last,
+        _ => LlamaPoolingType::Mean,
     }
 }
 

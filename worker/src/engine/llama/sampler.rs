@@ -1,16 +1,30 @@
 //! Builds llama.cpp's sampler chain for one generation.
 
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 
 use crate::engine::Sampling;
+use crate::error::EngineError;
 
 /// How many recent tokens the presence/frequency penalties look at.
 const PENALTY_WINDOW: i32 = 256;
 
-/// The chain for `sampling`: penalties, then greedy at temperature 0, else
-/// top-k → top-p → min-p → temperature → a seeded draw.
-pub fn build(sampling: &Sampling, n_vocab: i32) -> LlamaSampler {
+/// The chain for `sampling`: the grammar (if any) first, penalties, then
+/// greedy at temperature 0, else top-k → top-p → min-p → temperature → a
+/// seeded draw.
+pub fn build(
+    sampling: &Sampling,
+    model: &LlamaModel,
+    grammar: Option<&str>,
+) -> Result<LlamaSampler, EngineError> {
+    let n_vocab = model.n_vocab();
     let mut chain = Vec::new();
+    if let Some(grammar) = grammar {
+        chain.push(
+            LlamaSampler::grammar(model, grammar, "root")
+                .map_err(|e| EngineError::InvalidRequest(format!("unusable grammar: {e}")))?,
+        );
+    }
     if sampling.presence_penalty != 0.0 || sampling.frequency_penalty != 0.0 {
         chain.push(LlamaSampler::penalties(
             n_vocab,
@@ -37,5 +51,5 @@ pub fn build(sampling: &Sampling, n_vocab: i32) -> LlamaSampler {
         chain.push(LlamaSampler::temp(sampling.temperature));
         chain.push(LlamaSampler::dist(sampling.seed));
     }
-    LlamaSampler::chain_simple(chain)
+    Ok(LlamaSampler::chain_simple(chain))
 }

@@ -1,0 +1,307 @@
+//! The worker engine through the gateway: continuous batching across slots,
+//! prompt-cache reuse, embeddings and structured output, on the real model.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::{Herd, MODEL, assert_error, chat};
+use serde_json::{Value, json};
+
+fn content(body: &Value) -> String {
+    body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn eight_streams_on_four_slots_batch_and_match_solo_runs() {
+    let herd = Herd::start(4).await;
+    let prompts: Vec<String> = (0..8)
+        .map(|i| format!("Write a short sentence about the number {i}."))
+        .collect();
+    // Each request alone first: the reference answers.
+    let mut solo = Vec::new();
+    for p in &prompts {
+        let (status, body) = herd.post("/v1/chat/completions", &chat(p, 24)).await;
+        assert_eq!(status, 200, "{body}");
+        solo.push(content(&body));
+    }
+
+    // All eight at once, streaming, while watching the worker's slots.
+    let done = Arc::new(AtomicBool::new(false));
+    let max_busy = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (done, max_busy) = (done.clone(), max_busy.clone());
+        let url = herd.url.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !done.load(Ordering::Acquire) {
+                let status: Value = http
+                    .get(format!("{url}/herd/v1/status"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let busy = status["workers"][0]["status"]["slots_busy"]
+                    .as_u64()
+                    .unwrap();
+                max_busy.fetch_max(busy, Ordering::AcqRel);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let streams = prompts.iter().map(|p| {
+        let mut body = chat(p, 24);
+        body["stream"] = json!(true);
+        let herd = &herd;
+        async move {
+            let events = herd.stream("/v1/chat/completions", &body).await;
+            assert_eq!(events.last().unwrap(), "[DONE]");
+            events[..events.len() - 1]
+                .iter()
+                .map(|e| serde_json::from_str::<Value>(e).unwrap())
+                .filter_map(|c| {
+                    c["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect::<String>()
+        }
+    });
+    let together = futures::future::join_all(streams).await;
+    done.store(true, Ordering::Release);
+    watcher.await.unwrap();
+
+    assert_eq!(
+        max_busy.load(Ordering::Acquire),
+        4,
+        "four slots ran at once"
+    );
+    for (i, (alone, batched)) in solo.iter().zip(&together).enumerate() {
+        assert_eq!(
+            alone, batched,
+            "prompt {i}: batched text differs from the solo run"
+        );
+    }
+    let status = herd.worker_status().await;
+    assert_eq!(status["generations"]["completed"], 16);
+    assert_eq!(status["slots_busy"], 0);
+}
+
+#[tokio::test]
+async fn shared_system_prompt_is_served_from_the_cache() {
+    let herd = Herd::start(2).await;
+    let system = "You are a careful assistant for a shipping company. ".repeat(12);
+    let ask = |question: &str| {
+        json!({
+            "model": MODEL,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": question},
+            ],
+            "temperature": 0,
+            "max_tokens": 4,
+        })
+    };
+    let (_, first) = herd
+        .post("/v1/chat/completions", &ask("Where is my parcel?"))
+        .await;
+    assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    let (_, second) = herd
+        .post("/v1/chat/completions", &ask("Can I change the address?"))
+        .await;
+    let prompt = second["usage"]["prompt_tokens"].as_u64().unwrap();
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        cached > 100 && cached < prompt,
+        "cached {cached} of {prompt}"
+    );
+    // Reuse does not change the answer.
+    let (_, again) = herd
+        .post("/v1/chat/completions", &ask("Where is my parcel?"))
+        .await;
+    assert_eq!(content(&again), content(&first));
+}
+
+fn vectors(body: &Value) -> Vec<Vec<f64>> {
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            assert_eq!(item["object"], "embedding");
+            assert_eq!(item["index"], i);
+            item["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[tokio::test]
+async fn embeddings_are_stable_normalised_and_ordered() {
+    let herd = Herd::start(1).await;
+    let texts = [
+        "The cat sat on the mat.",
+        "Stock markets fell today.",
+        "A kitten rests on a rug.",
+    ];
+    let (status, single) = herd
+        .post(
+            "/v1/embeddings",
+            &json!({"model": MODEL, "input": texts[0]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{single}");
+    assert_eq!(single["object"], "list");
+    assert_eq!(single["model"], MODEL);
+    let a = vectors(&single).remove(0);
+    assert_eq!(a.len(), 576, "SmolLM2-135M has 576 dimensions");
+    assert!((dot(&a, &a) - 1.0).abs() < 1e-4, "cosine(a, a) = 1");
+    assert!(single["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    let (_, batch) = herd
+        .post("/v1/embeddings", &json!({"model": MODEL, "input": texts}))
+        .await;
+    let batch = vectors(&batch);
+    assert_eq!(batch.len(), 3);
+    assert!(
+        batch[0].iter().zip(&a).all(|(x, y)| (x - y).abs() < 1e-4),
+        "same input, same vector"
+    );
+    // Order is kept: each vector is closest to its own single embedding.
+    for (i, text) in texts.iter().enumerate() {
+        let (_, one) = herd
+            .post("/v1/embeddings", &json!({"model": MODEL, "input": [text]}))
+            .await;
+        let one = vectors(&one).remove(0);
+        assert!(dot(&one, &batch[i]) > 0.9999, "input {i} out of order");
+    }
+
+    let (_, b64) = herd
+        .post(
+            "/v1/embeddings",
+            &json!({"model": MODEL, "input": texts[0], "encoding_format": "base64"}),
+        )
+        .await;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f64> = bytes
+        .chunks_exact(4)
+        .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+        .collect();
+    assert!(decoded.iter().zip(&a).all(|(x, y)| (x - y).abs() < 1e-6));
+
+    let (s, b) = herd
+        .post(
+            "/v1/embeddings",
+            &json!({"model": MODEL, "input": "x", "dimensions": 8}),
+        )
+        .await;
+    assert_eq!(assert_error(s, &b, 400)["param"], "dimensions");
+    let (s, b) = herd
+        .post(
+            "/v1/embeddings",
+            &json!({"model": MODEL, "input": [[999999999]]}),
+        )
+        .await;
+    assert_error(s, &b, 400);
+}
+
+/// A small JSON Schema validator for the schema below.
+fn valid_person(v: &Value) -> bool {
+    let Some(obj) = v.as_object() else {
+        return false;
+    };
+    obj.len() == 3
+        && obj
+            .get("name")
+            .is_some_and(|n| n.as_str().is_some_and(|s| s.len() <= 20))
+        && obj.get("age").is_some_and(Value::is_u64)
+        && obj
+            .get("city")
+            .and_then(Value::as_str)
+            .is_some_and(|c| ["Paris", "Tokyo", "Lima"].contains(&c))
+}
+
+#[tokio::test]
+async fn json_schema_output_always_validates() {
+    let herd = Herd::start(2).await;
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 20},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "city": {"enum": ["Paris", "Tokyo", "Lima"]},
+        },
+        "required": ["name", "age", "city"],
+        "additionalProperties": false,
+    });
+    let requests = (0..10u64).map(|seed| {
+        let herd = &herd;
+        let schema = schema.clone();
+        async move {
+            let body = json!({
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "Invent a person."}],
+                "temperature": 0.9,
+                "seed": seed,
+                "max_tokens": 120,
+                "response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "person", "schema": schema}},
+            });
+            let (status, resp) = herd.post("/v1/chat/completions", &body).await;
+            assert_eq!(status, 200, "{resp}");
+            let text = content(&resp);
+            let parsed: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("seed {seed}: not JSON ({e}): {text}"));
+            assert!(
+                valid_person(&parsed),
+                "seed {seed}: does not match the schema: {text}"
+            );
+        }
+    });
+    futures::future::join_all(requests).await;
+
+    let body = json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Describe a dog as JSON."}],
+        "temperature": 0,
+        "max_tokens": 120,
+        "response_format": {"type": "json_object"},
+    });
+    let (_, resp) = herd.post("/v1/chat/completions", &body).await;
+    let text = content(&resp);
+    assert!(text.trim_start().starts_with('{'), "{text}");
+    // This small model tends to loop inside the object, so the text may be
+    // cut by max_tokens; the grammar still guarantees it never breaks JSON.
+    match (
+        resp["choices"][0]["finish_reason"].as_str(),
+        serde_json::from_str::<Value>(&text),
+    ) {
+        (Some("stop"), Ok(v)) => assert!(v.is_object()),
+        (Some("length"), Err(e)) => assert!(e.is_eof(), "not a JSON prefix ({e}): {text}"),
+        (Some("length"), Ok(v)) => assert!(v.is_object()),
+        (reason, parsed) => panic!("{reason:?} {parsed:?}: {text}"),
+    }
+}
