@@ -305,3 +305,108 @@ async fn json_schema_output_always_validates() {
         (reason, parsed) => panic!("{reason:?} {parsed:?}: {text}"),
     }
 }
+
+fn weather_tools() -> Value {
+    json!([{
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 30}},
+                "required": ["city"],
+                "additionalProperties": false,
+            },
+        },
+    }, {
+        "type": "function",
+        "function": {"name": "get_time", "description": "Current time", "parameters": {"type": "object", "properties": {}}},
+    }])
+}
+
+fn assert_weather_call(call: &Value) -> String {
+    assert_eq!(call["type"], "function");
+    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{args}");
+    call["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn tool_choice_forces_a_parsable_tool_call_and_results_are_accepted() {
+    let herd = Herd::start(2).await;
+    let question = json!({"role": "user", "content": "What is the weather in Paris?"});
+    let request = |choice: Value| {
+        json!({
+            "model": MODEL,
+            "messages": [question],
+            "tools": weather_tools(),
+            "tool_choice": choice,
+            "temperature": 0,
+            "max_tokens": 60,
+        })
+    };
+    let named = json!({"type": "function", "function": {"name": "get_weather"}});
+    for choice in [json!("required"), named.clone()] {
+        let (status, body) = herd
+            .post("/v1/chat/completions", &request(choice.clone()))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let choice0 = &body["choices"][0];
+        assert_eq!(choice0["finish_reason"], "tool_calls", "{body}");
+        assert!(choice0["message"]["content"].is_null());
+        if choice == named {
+            assert_weather_call(&choice0["message"]["tool_calls"][0]);
+        } else {
+            let name = choice0["message"]["tool_calls"][0]["function"]["name"]
+                .as_str()
+                .unwrap();
+            assert!(["get_weather", "get_time"].contains(&name), "{name}");
+        }
+    }
+
+    // Streaming: the call arrives as a delta.tool_calls chunk.
+    let mut streamed = request(named.clone());
+    streamed["stream"] = json!(true);
+    let events = herd.stream("/v1/chat/completions", &streamed).await;
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let call_chunk = chunks
+        .iter()
+        .find(|c| c["choices"][0]["delta"].get("tool_calls").is_some())
+        .expect("a tool_calls chunk");
+    assert_eq!(
+        call_chunk["choices"][0]["delta"]["tool_calls"][0]["index"],
+        0
+    );
+    let id = assert_weather_call(&call_chunk["choices"][0]["delta"]["tool_calls"][0]);
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+
+    // The tool's result goes back in a follow-up, and the model answers.
+    let follow_up = json!({
+        "model": MODEL,
+        "messages": [
+            question,
+            {"role": "assistant", "content": null, "tool_calls": [{
+                "id": id, "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": id, "content": "18 degrees and sunny"},
+        ],
+        "tools": weather_tools(),
+        "temperature": 0,
+        "max_tokens": 60,
+    });
+    let (status, body) = herd.post("/v1/chat/completions", &follow_up).await;
+    assert_eq!(status, 200, "{body}");
+    let reason = body["choices"][0]["finish_reason"].as_str().unwrap();
+    assert!(["stop", "tool_calls", "length"].contains(&reason), "{body}");
+}

@@ -106,6 +106,7 @@ async fn collect(
     let body = response::completion(
         meta,
         &text,
+        &finished.tool_calls,
         finish_reason(&finished),
         Usage::new(
             finished.prompt_tokens,
@@ -160,6 +161,13 @@ async fn stream(
                 drop(generation);
                 let mut tail = BytesMut::new();
                 let reason = finish_reason(&finished);
+                if !finished.tool_calls.is_empty() {
+                    tail.put(sse::event(&response::chunk(
+                        meta,
+                        ChunkKind::ToolCalls(&finished.tool_calls),
+                        include_usage,
+                    )));
+                }
                 tail.put(sse::event(&response::chunk(
                     meta,
                     ChunkKind::Finish(reason),
@@ -190,6 +198,7 @@ async fn stream(
 fn finish_reason(finished: &pb::GenerateFinished) -> &'static str {
     match pb::FinishReason::try_from(finished.reason) {
         Ok(pb::FinishReason::Length) => "length",
+        Ok(pb::FinishReason::ToolCalls) => "tool_calls",
         _ => "stop",
     }
 }

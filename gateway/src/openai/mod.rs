@@ -6,5 +6,6 @@ pub mod fields;
 pub mod request;
 pub mod response;
 pub mod sse;
+pub mod tools;
 
 pub use request::{Endpoint, GenerationRequest, parse_chat, parse_completion};

@@ -37,18 +37,17 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerationRequest, ApiError> {
     request.generate.input = Some(pb::generate_request::Input::Chat(pb::ChatInput {
         messages,
     }));
-    fields.reject_unless_neutral("tools", "tool calling is not available yet")?;
-    if let Some(choice) = fields.get("tool_choice")
-        && choice != "none"
-        && choice != "auto"
-    {
+    let (tools, tool_choice) = super::tools::parse_tools(&fields)?;
+    request.generate.tools = tools;
+    request.generate.tool_choice = tool_choice;
+    fields.reject_unless_neutral("functions", "use `tools`; `functions` is deprecated")?;
+    request.generate.response_format = parse_response_format(&fields)?;
+    if request.generate.response_format.is_some() && !request.generate.tools.is_empty() {
         return Err(ApiError::unsupported(
-            "tool_choice",
-            "`tool_choice` is not supported: tool calling is not available yet",
+            "response_format",
+            "`response_format` cannot be combined with `tools`",
         ));
     }
-    fields.reject_unless_neutral("functions", "function calling is not available yet")?;
-    request.generate.response_format = parse_response_format(&fields)?;
     fields.reject_unless_neutral("top_logprobs", "log probabilities are not available yet")?;
     Ok(request)
 }
@@ -163,6 +162,8 @@ fn parse_common(fields: &Fields, endpoint: Endpoint) -> Result<GenerationRequest
             max_tokens: max_tokens.map(|m| m as u32),
             stop: fields.stop()?,
             response_format: None,
+            tools: Vec::new(),
+            tool_choice: None,
         },
     })
 }
@@ -238,17 +239,18 @@ fn parse_message(i: usize, item: &Value) -> Result<pb::ChatMessage, ApiError> {
                     r.clone()
                 }
             }
-            "tool" | "function" => {
+            "tool" => r.clone(),
+            "function" => {
                 return Err(ApiError::unsupported(
                     &param("role"),
-                    "tool messages are not supported yet",
+                    "`function` messages are deprecated; use `tool`",
                 ));
             }
             other => {
                 return Err(ApiError::field(
                     &param("role"),
                     format!(
-                        "`{}` must be one of system, user, assistant, developer; got `{other}`",
+                        "`{}` must be one of system, user, assistant, tool, developer; got `{other}`",
                         param("role")
                     ),
                 ));
@@ -302,10 +304,33 @@ fn parse_message(i: usize, item: &Value) -> Result<pb::ChatMessage, ApiError> {
             return Err(ApiError::field(&param("name"), "`name` must be a string"));
         }
     };
+    let tool_calls = if role == "assistant" {
+        super::tools::parse_tool_calls(i, msg)?
+    } else {
+        Vec::new()
+    };
+    let tool_call_id = match msg.get("tool_call_id") {
+        Some(Value::String(id)) => Some(id.clone()),
+        None | Some(Value::Null) if role == "tool" => {
+            return Err(ApiError::field(
+                &param("tool_call_id"),
+                "tool messages need a `tool_call_id`",
+            ));
+        }
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            return Err(ApiError::field(
+                &param("tool_call_id"),
+                "`tool_call_id` must be a string",
+            ));
+        }
+    };
     Ok(pb::ChatMessage {
         role,
         content,
         name,
+        tool_calls,
+        tool_call_id,
     })
 }
 
@@ -386,7 +411,8 @@ mod tests {
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#, "n"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, "stream"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}"#, "logprobs"),
-            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#, "tools"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#, "tools[0].function"),
+            (br#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#, "messages[0].tool_call_id"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}"#, "response_format.type"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"x"}}}"#, "response_format.json_schema.schema"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#, "stream_options"),

@@ -2,6 +2,7 @@
 //! `text_completion`, `list`/`model`, written with borrowed strings so the
 //! streaming path allocates little.
 
+use herd_proto::v1 as pb;
 use serde::Serialize;
 
 use super::request::Endpoint;
@@ -54,7 +55,10 @@ impl ResponseMeta {
 #[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: &'a str,
+    /// `null` when the model called tools.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<ToolCallOut<'a>>>,
 }
 
 #[derive(Serialize)]
@@ -63,6 +67,40 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<ToolCallOut<'a>>>,
+}
+
+/// A tool call as OpenAI writes it (`index` only in streamed deltas).
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    id: &'a str,
+    r#type: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+fn tool_calls_out(calls: &[pb::ToolCall], streamed: bool) -> Vec<ToolCallOut<'_>> {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ToolCallOut {
+            index: streamed.then_some(i),
+            id: &c.id,
+            r#type: "function",
+            function: FunctionOut {
+                name: &c.name,
+                arguments: &c.arguments_json,
+            },
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -96,14 +134,22 @@ fn to_json(object: &Object<'_>) -> Vec<u8> {
     serde_json::to_vec(object).unwrap_or_default()
 }
 
-/// The whole, non-streamed response.
-pub fn completion(meta: &ResponseMeta, text: &str, finish_reason: &str, usage: Usage) -> Vec<u8> {
+/// The whole, non-streamed response. With `tool_calls`, the message's
+/// content is `null`.
+pub fn completion(
+    meta: &ResponseMeta,
+    text: &str,
+    tool_calls: &[pb::ToolCall],
+    finish_reason: &str,
+    usage: Usage,
+) -> Vec<u8> {
     let choice = match meta.endpoint {
         Endpoint::ChatCompletions => Choice {
             index: 0,
             message: Some(Message {
                 role: "assistant",
-                content: text,
+                content: (tool_calls.is_empty()).then_some(text),
+                tool_calls: (!tool_calls.is_empty()).then(|| tool_calls_out(tool_calls, false)),
             }),
             delta: None,
             text: None,
@@ -137,6 +183,8 @@ pub enum ChunkKind<'a> {
     Role,
     /// New text.
     Text(&'a str),
+    /// The tool calls, all at once.
+    ToolCalls(&'a [pb::ToolCall]),
     /// The finish reason (empty delta).
     Finish(&'a str),
     /// The usage-only chunk (no choices).
@@ -150,17 +198,24 @@ pub fn chunk(meta: &ResponseMeta, kind: ChunkKind<'_>, include_usage: bool) -> V
     let (choices, usage) = match kind {
         ChunkKind::Usage(u) => (Vec::new(), Some(Some(u))),
         other => {
-            let (content, finish, role) = match other {
-                ChunkKind::Role => (Some(""), None, Some("assistant")),
-                ChunkKind::Text(t) => (Some(t), None, None),
-                ChunkKind::Finish(reason) => (None, Some(reason), None),
-                ChunkKind::Usage(_) => (None, None, None),
+            let (content, finish, role, calls) = match other {
+                ChunkKind::Role => (Some(""), None, Some("assistant"), None),
+                ChunkKind::Text(t) => (Some(t), None, None, None),
+                ChunkKind::ToolCalls(calls) => {
+                    (None, None, None, Some(tool_calls_out(calls, true)))
+                }
+                ChunkKind::Finish(reason) => (None, Some(reason), None, None),
+                ChunkKind::Usage(_) => (None, None, None, None),
             };
             let choice = if chat {
                 Choice {
                     index: 0,
                     message: None,
-                    delta: Some(Delta { role, content }),
+                    delta: Some(Delta {
+                        role,
+                        content,
+                        tool_calls: calls,
+                    }),
                     text: None,
                     logprobs: None,
                     finish_reason: finish,
@@ -246,6 +301,7 @@ mod tests {
         let v = parse(completion(
             &meta(Endpoint::ChatCompletions),
             "hi",
+            &[],
             "stop",
             Usage::new(3, 1, 0),
         ));
@@ -276,9 +332,34 @@ mod tests {
     }
 
     #[test]
+    fn tool_calls_shape() {
+        let m = meta(Endpoint::ChatCompletions);
+        let calls = [pb::ToolCall {
+            id: "call_1".into(),
+            name: "f".into(),
+            arguments_json: r#"{"a":1}"#.into(),
+        }];
+        let v = parse(completion(
+            &m,
+            "",
+            &calls,
+            "tool_calls",
+            Usage::new(1, 1, 0),
+        ));
+        let msg = &v["choices"][0]["message"];
+        assert!(msg["content"].is_null());
+        assert_eq!(msg["tool_calls"][0]["type"], "function");
+        assert_eq!(msg["tool_calls"][0]["function"]["arguments"], r#"{"a":1}"#);
+        assert!(msg["tool_calls"][0].get("index").is_none());
+        let c = parse(chunk(&m, ChunkKind::ToolCalls(&calls), false));
+        assert_eq!(c["choices"][0]["delta"]["tool_calls"][0]["index"], 0);
+        assert_eq!(c["choices"][0]["delta"]["tool_calls"][0]["id"], "call_1");
+    }
+
+    #[test]
     fn text_completion_shapes() {
         let m = meta(Endpoint::Completions);
-        let v = parse(completion(&m, "x", "length", Usage::new(1, 1, 0)));
+        let v = parse(completion(&m, "x", &[], "length", Usage::new(1, 1, 0)));
         assert_eq!(v["object"], "text_completion");
         assert_eq!(v["choices"][0]["text"], "x");
         let c = parse(chunk(&m, ChunkKind::Text("y"), false));

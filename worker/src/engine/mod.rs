@@ -9,6 +9,7 @@
 
 pub mod llama;
 pub mod text;
+pub mod tools;
 
 use std::time::Duration;
 
@@ -25,6 +26,44 @@ pub struct ChatMessage {
     pub content: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Calls an assistant message made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For `tool` messages: the call answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Tool {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments; `None`: any object.
+    pub parameters: Option<serde_json::Value>,
+}
+
+/// Whether and which tool must be called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    Auto,
+    Required,
+    Function(String),
+}
+
+/// The tools of a request and how they may be used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolUse {
+    pub tools: Vec<Tool>,
+    pub choice: ToolChoice,
+}
+
+/// A call of a tool; `arguments` is a JSON object as text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
 }
 
 /// What to continue.
@@ -81,6 +120,7 @@ pub struct GenerationRequest {
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
     pub constraint: Option<Constraint>,
+    pub tools: Option<ToolUse>,
 }
 
 /// One input to embed.
@@ -103,6 +143,7 @@ pub enum FinishReason {
     Stop,
     Length,
     Cancelled,
+    ToolCalls,
 }
 
 /// The summary sent last.
@@ -114,6 +155,7 @@ pub struct Finished {
     pub cached_prompt_tokens: u32,
     pub time_to_first_token: Duration,
     pub total_time: Duration,
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// What a running generation reports.

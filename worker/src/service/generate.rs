@@ -13,7 +13,7 @@ use tonic::Status;
 
 use crate::engine::{
     ChatMessage, Constraint, Engine, FinishReason, GenerationEvent, GenerationRequest, Input,
-    Sampling,
+    Sampling, Tool, ToolCall, ToolChoice, ToolUse,
 };
 use crate::error::EngineError;
 
@@ -70,6 +70,15 @@ impl Stream for GenerationStream {
                         cached_prompt_tokens: f.cached_prompt_tokens,
                         time_to_first_token_us: f.time_to_first_token.as_micros() as u64,
                         total_time_us: f.total_time.as_micros() as u64,
+                        tool_calls: f
+                            .tool_calls
+                            .into_iter()
+                            .map(|c| pb::ToolCall {
+                                id: c.id,
+                                name: c.name,
+                                arguments_json: c.arguments,
+                            })
+                            .collect(),
                     })),
                 })
             }
@@ -93,6 +102,7 @@ fn finish_reason(reason: FinishReason) -> pb::FinishReason {
         FinishReason::Stop => pb::FinishReason::Stop,
         FinishReason::Length => pb::FinishReason::Length,
         FinishReason::Cancelled => pb::FinishReason::Cancelled,
+        FinishReason::ToolCalls => pb::FinishReason::ToolCalls,
     }
 }
 
@@ -114,6 +124,16 @@ pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationReque
                         role: m.role,
                         content: m.content,
                         name: m.name,
+                        tool_calls: m
+                            .tool_calls
+                            .into_iter()
+                            .map(|c| ToolCall {
+                                id: c.id,
+                                name: c.name,
+                                arguments: c.arguments_json,
+                            })
+                            .collect(),
+                        tool_call_id: m.tool_call_id,
                     })
                     .collect(),
             )
@@ -154,6 +174,13 @@ pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationReque
             Some(Constraint::JsonSchema(schema))
         }
     };
+    let tools = to_tool_use(request.tools, request.tool_choice)?;
+    if tools.is_some() && constraint.is_some() {
+        return Err(invalid("`response_format` cannot be combined with `tools`"));
+    }
+    if tools.is_some() && !matches!(input, Input::Chat(_)) {
+        return Err(invalid("`tools` need a chat input"));
+    }
     Ok(GenerationRequest {
         id: request.request_id,
         model: request.model,
@@ -162,7 +189,53 @@ pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationReque
         max_tokens: request.max_tokens,
         stop: request.stop,
         constraint,
+        tools,
     })
+}
+
+/// Tools and the choice among them; `None` when there are no tools.
+fn to_tool_use(
+    tools: Vec<pb::Tool>,
+    choice: Option<pb::ToolChoice>,
+) -> Result<Option<ToolUse>, EngineError> {
+    if tools.is_empty() {
+        return Ok(None);
+    }
+    let tools = tools
+        .into_iter()
+        .map(|t| {
+            let parameters = if t.parameters_json.is_empty() {
+                None
+            } else {
+                Some(serde_json::from_str(&t.parameters_json).map_err(|e| {
+                    EngineError::InvalidRequest(format!(
+                        "parameters of tool `{}` are not JSON: {e}",
+                        t.name
+                    ))
+                })?)
+            };
+            Ok(Tool {
+                name: t.name,
+                description: t.description,
+                parameters,
+            })
+        })
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    let choice = choice.unwrap_or_default();
+    let choice = match pb::tool_choice::Mode::try_from(choice.mode) {
+        Ok(pb::tool_choice::Mode::Required) => ToolChoice::Required,
+        Ok(pb::tool_choice::Mode::Function) => {
+            if !tools.iter().any(|t| t.name == choice.function) {
+                return Err(EngineError::InvalidRequest(format!(
+                    "`tool_choice` names `{}`, which is not among the tools",
+                    choice.function
+                )));
+            }
+            ToolChoice::Function(choice.function)
+        }
+        _ => ToolChoice::Auto,
+    };
+    Ok(Some(ToolUse { tools, choice }))
 }
 
 /// llama.cpp seeds are 32-bit; fold the 64-bit wire seed into one.
@@ -194,12 +267,16 @@ mod tests {
                     role: "user".into(),
                     content: "hi".into(),
                     name: None,
+                    tool_calls: vec![],
+                    tool_call_id: None,
                 }],
             })),
             sampling: None,
             max_tokens: None,
             stop: vec![],
             response_format: None,
+            tools: vec![],
+            tool_choice: None,
         }
     }
 

@@ -23,8 +23,8 @@ use self::model::LoadedModel;
 use self::runner::{Job, RunnerSettings, SlotPermit};
 use crate::config::{ModelConfig, WorkerConfig};
 use crate::engine::{
-    EmbedInput, Embeddings, Engine, EngineCounters, EngineStatus, GenerationEvent,
-    GenerationRequest, ModelInfo,
+    Constraint, EmbedInput, Embeddings, Engine, EngineCounters, EngineStatus, GenerationEvent,
+    GenerationRequest, Input, ModelInfo,
 };
 use crate::error::EngineError;
 
@@ -188,8 +188,14 @@ impl Engine for LlamaEngine {
                 }
             })?;
         let model = runner.model.clone();
-        let input = request.input;
-        let constraint = request.constraint;
+        let tool_mode = request.tools.is_some();
+        let (input, constraint) = match (&request.tools, request.input) {
+            (Some(tools), Input::Chat(messages)) => (
+                Input::Chat(crate::engine::tools::prepare(&messages, tools)),
+                Some(Constraint::JsonSchema(crate::engine::tools::schema(tools))),
+            ),
+            (_, input) => (input, request.constraint),
+        };
         let (prompt, grammar) = tokio::task::spawn_blocking(move || {
             let prompt = model.prompt_tokens(&input)?;
             let grammar = constraint
@@ -213,6 +219,7 @@ impl Engine for LlamaEngine {
                 prompt,
                 sampling: request.sampling,
                 grammar,
+                tool_mode,
                 max_tokens: request.max_tokens,
                 stop: request.stop,
                 events,

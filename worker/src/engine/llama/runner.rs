@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Counters;
 use crate::engine::text::{Step, TextAssembler};
+use crate::engine::tools;
 use crate::engine::{FinishReason, Finished, GenerationEvent, Sampling};
 use crate::error::EngineError;
 
@@ -38,6 +39,8 @@ pub struct Job {
     pub sampling: Sampling,
     /// GBNF grammar constraining the output.
     pub grammar: Option<String>,
+    /// Tool calling: hold the text back and read it as a call at the end.
+    pub tool_mode: bool,
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
     pub events: UnboundedSender<GenerationEvent>,
@@ -103,6 +106,8 @@ struct Active {
     generated: u32,
     tokens_since_delta: u32,
     text: TextAssembler,
+    /// Text held back in tool mode.
+    collected: String,
     first_token_at: Option<Instant>,
 }
 
@@ -217,6 +222,7 @@ fn take_jobs(
             generated: 0,
             tokens_since_delta: 0,
             text,
+            collected: String::new(),
             first_token_at: None,
         });
     }
@@ -368,6 +374,7 @@ fn sample_and_emit(
                 finish(slots, slot, FinishReason::Stop, text, counters);
                 continue;
             }
+            Step::Emit(text) if active.job.tool_mode => active.collected.push_str(&text),
             Step::Emit(text) => {
                 if !text.is_empty() {
                     let tokens = std::mem::take(&mut active.tokens_since_delta);
@@ -411,10 +418,22 @@ fn finish(
         events,
         permit,
         accepted_at,
+        tool_mode,
         ..
     } = active.job;
     drop(permit);
     let now = Instant::now();
+    let (text, reason, tool_calls) = if tool_mode && reason != FinishReason::Cancelled {
+        let mut full = active.collected;
+        full.push_str(&text);
+        match tools::interpret(&full, new_call_id) {
+            tools::Outcome::Calls(calls) => (String::new(), FinishReason::ToolCalls, calls),
+            tools::Outcome::Content(content) => (content, reason, Vec::new()),
+            tools::Outcome::Raw(raw) => (raw, reason, Vec::new()),
+        }
+    } else {
+        (text, reason, Vec::new())
+    };
     if !text.is_empty() {
         let _ = events.send(GenerationEvent::Delta {
             text,
@@ -423,7 +442,7 @@ fn finish(
     }
     let counter = match reason {
         FinishReason::Cancelled => &counters.cancelled,
-        FinishReason::Stop | FinishReason::Length => &counters.completed,
+        FinishReason::Stop | FinishReason::Length | FinishReason::ToolCalls => &counters.completed,
     };
     counter.fetch_add(1, Ordering::Relaxed);
     let _ = events.send(GenerationEvent::Finished(Finished {
@@ -433,7 +452,22 @@ fn finish(
         cached_prompt_tokens: active.cached,
         time_to_first_token: active.first_token_at.unwrap_or(now) - accepted_at,
         total_time: now - accepted_at,
+        tool_calls,
     }));
+}
+
+/// A fresh tool-call id, `call_` and 24 hex digits.
+fn new_call_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let a = h.finish();
+    h.write_u64(a);
+    format!("call_{a:016x}{:08x}", h.finish() as u32)
 }
 
 /// Ends the generation in `slot` with an error; its KV cells are dropped.

@@ -79,6 +79,8 @@ mod tests {
             role: role.into(),
             content: content.into(),
             name: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
 
