@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,llama_cpp_2=warn,pingora_core=warn".into()),
+                .unwrap_or_else(|_| "info,llama-cpp-2=warn,pingora_core=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -75,3 +75,34 @@ async fn client_leaving_mid_stream_stops_the_generation() {
     let (status, body) = herd.post("/v1/chat/completions", &chat("Hi", 3)).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
+    let herd = Herd::start(1).await;
+    let url = herd.url.clone();
+    let http = herd.http.clone();
+    let in_flight = tokio::spawn(async move {
+        http.post(format!("{url}/v1/chat/completions"))
+            .json(&chat("Tell me about the sea.", 48))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    });
+    // Wait until the generation is running, then ask the server to stop.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while herd.worker_status().await["slots_busy"] != 1 {
+        assert!(Instant::now() < deadline, "request never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = herd.terminate().await;
+    assert!(status.success(), "exit status {status}");
+    let body = in_flight.await.unwrap();
+    assert!(body["choices"][0]["finish_reason"].is_string(), "{body}");
+    assert!(
+        body["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{body}"
+    );
+}

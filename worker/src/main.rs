@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,llama_cpp_2=warn".into()),
+                .unwrap_or_else(|_| "info,llama-cpp-2=warn".into()),
         )
         .init();
     let args = Args::parse();

@@ -142,6 +142,20 @@ impl Herd {
         parse_sse(&text)
     }
 
+    /// Sends SIGTERM and waits (bounded) for the process to exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("still running");
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("herd serve did not exit after SIGTERM")
+            .unwrap()
+    }
+
     /// The worker's live status as the gateway reports it.
     pub async fn worker_status(&self) -> Value {
         let (status, body) = self.get("/herd/v1/status").await;
