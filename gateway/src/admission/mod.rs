@@ -5,6 +5,7 @@
 //! replaces this with the cluster-wide queue.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -20,15 +21,33 @@ pub struct Lease {
     pub waited: Duration,
 }
 
+/// Counts a request as waiting on a route for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Waits for a free slot of `route`.
 pub async fn admit(route: &Arc<ModelRoute>) -> Result<Lease, ApiError> {
     let started = Instant::now();
+    let waiting = Waiting::enter(&route.waiting);
     let permit = route
         .slots
         .clone()
         .acquire_owned()
         .await
         .map_err(|_| ApiError::ShuttingDown)?;
+    drop(waiting);
     Ok(Lease {
         _permit: permit,
         waited: started.elapsed(),

@@ -1,9 +1,11 @@
-//! Route to the healthy worker with the most free slots for the model.
+//! Route to the healthy worker with the most headroom for the model: free
+//! slots minus requests already queued for them, so a queue spreads over
+//! workers instead of piling onto one.
 
 use super::{Pick, RoutingPolicy};
 use crate::workers::Snapshot;
 
-/// Most free slots first; ties go to the first worker by id.
+/// Most headroom first; ties go to the first worker by id.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LeastBusy;
 
@@ -14,12 +16,7 @@ impl RoutingPolicy for LeastBusy {
             .iter()
             .filter(|w| w.healthy && w.client.is_some())
             .filter_map(|w| w.model(model).map(|route| (w, route)))
-            .max_by_key(|(w, route)| {
-                (
-                    route.slots.available_permits(),
-                    std::cmp::Reverse(w.id.clone()),
-                )
-            })
+            .max_by_key(|(w, route)| (route.headroom(), std::cmp::Reverse(w.id.clone())))
             .map(|(w, route)| Pick {
                 worker: w.clone(),
                 route: route.clone(),
@@ -54,6 +51,7 @@ mod tests {
                     ..Default::default()
                 },
                 slots: Arc::new(Semaphore::new(free)),
+                waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             })],
         })
     }
@@ -69,6 +67,18 @@ mod tests {
         };
         assert_eq!(LeastBusy.pick(&snapshot, "m").unwrap().worker.id, "b");
         assert!(LeastBusy.pick(&snapshot, "other").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_queue_spreads_over_workers() {
+        let (a, b) = (worker("a", true, 0), worker("b", true, 0));
+        a.models[0]
+            .waiting
+            .store(3, std::sync::atomic::Ordering::Release);
+        let snapshot = Snapshot {
+            workers: vec![a, b],
+        };
+        assert_eq!(LeastBusy.pick(&snapshot, "m").unwrap().worker.id, "b");
     }
 
     #[tokio::test]

@@ -149,11 +149,13 @@ fn carry_route(model: &pb::ModelStatus, old: Option<&WorkerView>) -> Arc<ModelRo
         return Arc::new(ModelRoute {
             status: model.clone(),
             slots: route.slots.clone(),
+            waiting: route.waiting.clone(),
         });
     }
     Arc::new(ModelRoute {
         status: model.clone(),
         slots: Arc::new(Semaphore::new(model.slots_total.max(1) as usize)),
+        waiting: Arc::default(),
     })
 }
 

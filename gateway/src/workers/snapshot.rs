@@ -1,6 +1,7 @@
 //! The immutable view of the worker pool that request paths read.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herd_proto::v1 as pb;
 use herd_proto::v1::worker_client::WorkerClient;
@@ -14,6 +15,16 @@ pub struct ModelRoute {
     pub status: pb::ModelStatus,
     /// One permit per slot; see `admission`.
     pub slots: Arc<Semaphore>,
+    /// Requests waiting for one of `slots`.
+    pub waiting: Arc<AtomicUsize>,
+}
+
+impl ModelRoute {
+    /// Free slots minus requests already waiting for them (negative when
+    /// a queue has formed).
+    pub fn headroom(&self) -> i64 {
+        self.slots.available_permits() as i64 - self.waiting.load(Ordering::Acquire) as i64
+    }
 }
 
 /// One worker as last seen.

@@ -9,7 +9,7 @@ mod sampler;
 mod template;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -58,6 +58,8 @@ struct ModelRunner {
     settings: RunnerSettings,
     jobs: Sender<Job>,
     busy: Arc<AtomicU32>,
+    /// False once the decode loop has stopped (shutdown or a panic).
+    alive: Arc<AtomicBool>,
     loaded_at_unix: i64,
     /// The embedding thread, started on the first `embed`.
     embedder: Mutex<Option<Sender<embed::EmbedJob>>>,
@@ -127,19 +129,29 @@ fn start_model(
     let thread_model = model.clone();
     let thread_settings = settings.clone();
     let thread_counters = counters.clone();
+    let alive = Arc::new(AtomicBool::new(true));
+    let thread_alive = alive.clone();
+    let name = config.name.clone();
     std::thread::Builder::new()
         .name(format!("decode:{}", config.name))
         .spawn(move || {
-            runner::run(
-                backend,
-                &thread_model.weights,
-                &thread_settings,
-                &job_rx,
-                &thread_counters,
-                |result| {
-                    let _ = ready_tx.send(result);
-                },
-            );
+            let run = std::panic::AssertUnwindSafe(|| {
+                runner::run(
+                    backend,
+                    &thread_model.weights,
+                    &thread_settings,
+                    &job_rx,
+                    &thread_counters,
+                    |result| {
+                        let _ = ready_tx.send(result);
+                    },
+                );
+            });
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!(model = %name, "decode loop panicked; the model is out of service");
+            }
+            // However the loop ended, this model no longer serves.
+            thread_alive.store(false, Ordering::Release);
         })
         .map_err(|e| EngineError::Internal(format!("cannot start the decode thread: {e}")))?;
     ready_rx
@@ -160,6 +172,7 @@ fn start_model(
         settings,
         jobs,
         busy: Arc::new(AtomicU32::new(0)),
+        alive,
         loaded_at_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
@@ -180,6 +193,12 @@ impl Engine for LlamaEngine {
             .models
             .get(&request.model)
             .ok_or_else(|| EngineError::ModelNotFound(request.model.clone()))?;
+        if !runner.alive.load(Ordering::Acquire) {
+            return Err(EngineError::Internal(format!(
+                "the decode loop of `{}` has stopped",
+                request.model
+            )));
+        }
         let permit =
             SlotPermit::try_claim(&runner.busy, runner.settings.slots).ok_or_else(|| {
                 EngineError::Busy {
@@ -287,7 +306,7 @@ impl Engine for LlamaEngine {
                 context_size: r.settings.context_per_slot,
                 slots_total: r.settings.slots,
                 slots_busy: r.busy.load(Ordering::Acquire),
-                loaded: true,
+                loaded: r.alive.load(Ordering::Acquire),
                 architecture: r.model.architecture.clone(),
                 parameters: r.model.parameters,
                 quantization: r.model.quantization.clone(),
