@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod memory;
+pub mod random;
 pub mod server;
 pub mod service;
 

@@ -244,14 +244,7 @@ fn fold_seed(seed: u64) -> u32 {
 }
 
 fn random_seed() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish() as u32
+    crate::random::random_u64() as u32
 }
 
 #[cfg(test)]

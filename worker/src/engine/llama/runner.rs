@@ -458,16 +458,8 @@ fn finish(
 
 /// A fresh tool-call id, `call_` and 24 hex digits.
 fn new_call_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    let a = h.finish();
-    h.write_u64(a);
-    format!("call_{a:016x}{:08x}", h.finish() as u32)
+    let (a, b) = (crate::random::random_u64(), crate::random::random_u64());
+    format!("call_{a:016x}{:08x}", b as u32)
 }
 
 /// Ends the generation in `slot` with an error; its KV cells are dropped.
