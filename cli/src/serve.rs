@@ -29,9 +29,9 @@ pub struct ServeArgs {
     /// HTTP address of the OpenAI API.
     #[arg(long, default_value = "127.0.0.1:12434", env = "HERD_LISTEN")]
     listen: SocketAddr,
-    /// Concurrent generations for the model.
-    #[arg(long, default_value_t = herd_worker::config::DEFAULT_PARALLEL)]
-    parallel: u32,
+    /// Concurrent generations for the model (default: 2 per core, 2 to 8).
+    #[arg(long)]
+    parallel: Option<u32>,
     /// Context length per slot (default: min(model's, 4096)).
     #[arg(long)]
     context_size: Option<u32>,
@@ -51,7 +51,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let mut model = ModelConfig::from_path(args.model.clone(), args.name.clone());
-    model.parallel = args.parallel;
+    if let Some(parallel) = args.parallel {
+        model.parallel = parallel;
+    }
     model.context_size = args.context_size;
     let worker_config = WorkerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),

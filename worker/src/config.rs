@@ -8,8 +8,13 @@ use serde::Deserialize;
 
 /// Context length per slot when neither the config nor the model says less.
 pub const DEFAULT_CONTEXT_SIZE: u32 = 4096;
-/// Slots per model when not configured.
-pub const DEFAULT_PARALLEL: u32 = 4;
+/// Slots per model when not configured: two per core (a CPU decode step is
+/// memory-bound, so a second sequence per core is almost free), between 2
+/// and 8 — 4 on a 2-core machine.
+pub fn default_parallel() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    (cores * 2).clamp(2, 8)
+}
 
 /// Everything a worker needs to start.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -44,7 +49,7 @@ pub struct ModelConfig {
     pub name: String,
     /// Path of the GGUF file.
     pub path: PathBuf,
-    /// Concurrent generations (slots). Default 4.
+    /// Concurrent generations (slots); default [`default_parallel`].
     #[serde(default = "default_parallel")]
     pub parallel: u32,
     /// Context length per slot; default min(model's training context, 4096).
@@ -53,10 +58,6 @@ pub struct ModelConfig {
     /// Layers offloaded to the GPU (all by default; ignored by CPU builds).
     #[serde(default = "default_gpu_layers")]
     pub gpu_layers: u32,
-}
-
-fn default_parallel() -> u32 {
-    DEFAULT_PARALLEL
 }
 
 fn default_gpu_layers() -> u32 {
@@ -71,7 +72,7 @@ impl ModelConfig {
         Self {
             name,
             path,
-            parallel: DEFAULT_PARALLEL,
+            parallel: default_parallel(),
             context_size: None,
             gpu_layers: default_gpu_layers(),
         }
