@@ -85,7 +85,7 @@ impl GrpcClient {
                     text.push_str(&d.text);
                 }
                 Some(pb::generate_event::Event::Finished(f)) => {
-                    return Outcome {
+                    let outcome = Outcome {
                         result: Ok(()),
                         e2e: timeline.elapsed(),
                         output_tokens: f.completion_tokens,
@@ -93,6 +93,11 @@ impl GrpcClient {
                         itl: timeline.itl,
                         text,
                     };
+                    // Read the trailers: dropping a stream before its end
+                    // sends RST_STREAM, and h2 closes a connection that
+                    // resets too many (GOAWAY ENHANCE_YOUR_CALM).
+                    while let Ok(Some(_)) = stream.message().await {}
+                    return outcome;
                 }
                 Some(pb::generate_event::Event::Delta(_)) | None => {}
             }
