@@ -16,5 +16,6 @@ pub mod service;
 pub use config::{ModelConfig, WorkerConfig};
 pub use engine::Engine;
 pub use engine::llama::LlamaEngine;
+pub use engine::mock::{MockConfig, MockEngine};
 pub use error::EngineError;
 pub use server::GrpcServer;

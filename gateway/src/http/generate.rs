@@ -58,6 +58,23 @@ pub async fn serve(
     }
 }
 
+/// Ends a finished generation: frees its slot lease now and reads the gRPC
+/// stream to its end (the trailers follow `finished` at once) in the
+/// background. Dropping the stream before its end sends RST_STREAM, and h2
+/// closes a connection that has reset 1024 streams ("locally-reset streams
+/// reached limit"), failing every request on it — measured as 503s at
+/// ~8k req/s with the mock engine.
+fn release(generation: Generation) {
+    let Generation {
+        mut events, lease, ..
+    } = generation;
+    drop(lease);
+    tokio::spawn(async move {
+        let drain = async { while let Ok(Some(_)) = events.message().await {} };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+    });
+}
+
 /// What happened next on a running generation.
 enum Next {
     Text(String),
@@ -102,7 +119,7 @@ async fn collect(
             Next::Failed(err) => return respond::error(session, &err).await,
         }
     };
-    drop(generation);
+    release(generation);
     let body = response::completion(
         meta,
         &text,
@@ -158,7 +175,7 @@ async fn stream(
                 return false;
             }
             Next::Finished(finished) => {
-                drop(generation);
+                release(generation);
                 let mut tail = BytesMut::new();
                 let reason = finish_reason(&finished);
                 if !finished.tool_calls.is_empty() {

@@ -1,6 +1,7 @@
 //! Engines run models. The gRPC service talks to an [`Engine`] only; the
-//! llama.cpp engine is the real one (a mock engine for load tests and fault
-//! injection comes with the load-test tooling).
+//! llama.cpp engine ([`llama`]) is the real one; [`mock`] serves
+//! deterministic text with configurable speed and failures, for load tests and
+//! fault injection.
 //!
 //! A generation is admitted synchronously by [`Engine::generate`] (model
 //! known, prompt fits, a slot is free) and then produces [`GenerationEvent`]s
@@ -8,6 +9,7 @@
 //! the token, or dropping the receiver, ends it at the next decode step.
 
 pub mod llama;
+pub mod mock;
 pub mod text;
 pub mod tools;
 
