@@ -48,7 +48,7 @@ impl GrpcClient {
                     .map(|m| pb::ChatMessage {
                         role: m.role.clone(),
                         content: m.content.clone(),
-                        name: None,
+                        ..Default::default()
                     })
                     .collect(),
             })),
@@ -57,8 +57,7 @@ impl GrpcClient {
                 ..Default::default()
             }),
             max_tokens: Some(request.max_tokens),
-            stop: Vec::new(),
-            response_format: None,
+            ..Default::default()
         };
         let fail = |e: RequestError, t: &Timeline| Outcome::failed(e, t.elapsed());
         let mut stream = match self.client.clone().generate(wire).await {

@@ -302,7 +302,9 @@ impl Run {
     fn finish(self, reason: FinishReason, completion_tokens: u32, first: Option<Instant>) {
         let counter = match reason {
             FinishReason::Cancelled => &self.counters.cancelled,
-            FinishReason::Stop | FinishReason::Length => &self.counters.completed,
+            FinishReason::Stop | FinishReason::Length | FinishReason::ToolCalls => {
+                &self.counters.completed
+            }
         };
         counter.fetch_add(1, Ordering::Relaxed);
         // Free the slot before the final event, as the real engine does.
@@ -315,6 +317,7 @@ impl Run {
             cached_prompt_tokens: 0,
             time_to_first_token: first.unwrap_or(now) - self.accepted_at,
             total_time: now - self.accepted_at,
+            tool_calls: Vec::new(),
         }));
     }
 }

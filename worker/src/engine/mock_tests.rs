@@ -15,6 +15,8 @@ fn request(id: &str, max_tokens: Option<u32>) -> GenerationRequest {
             role: "user".into(),
             content: "hello there".into(),
             name: None,
+            tool_calls: vec![],
+            tool_call_id: None,
         }]),
         sampling: Sampling {
             seed: 7,
@@ -23,6 +25,7 @@ fn request(id: &str, max_tokens: Option<u32>) -> GenerationRequest {
         max_tokens,
         stop: vec![],
         constraint: None,
+        tools: None,
     }
 }
 
