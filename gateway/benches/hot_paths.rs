@@ -1,5 +1,6 @@
 //! Hot pure paths of a request: parsing an OpenAI chat body into the worker's
-//! `GenerateRequest`, and encoding one streamed SSE chunk.
+//! `GenerateRequest`, encoding one streamed SSE chunk, and picking a worker
+//! among 100 with the routing policy.
 //!
 //! `cargo bench -p herd-gateway --bench hot_paths`
 
@@ -11,6 +12,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use herd_gateway::openai::request::{Endpoint, parse_chat};
 use herd_gateway::openai::response::{ChunkKind, ResponseMeta, chunk};
 use herd_gateway::openai::sse;
+use herd_gateway::routing::{LeastBusy, RoutingPolicy};
+use herd_gateway::workers::{ModelRoute, Snapshot, WorkerView};
 
 const SHORT: &[u8] = br#"{"model":"ai/smollm2","messages":[{"role":"user","content":"Write a haiku about a herd of llamas."}],"max_tokens":32,"stream":true,"stream_options":{"include_usage":true},"temperature":0.7,"seed":42}"#;
 
@@ -49,5 +52,55 @@ fn encode(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse, encode);
+/// 100 healthy workers, each serving 4 of 10 models with 4..12 free slots.
+fn pool() -> Snapshot {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let workers = (0..100)
+        .map(|w| {
+            let client = herd_proto::v1::worker_client::WorkerClient::new(
+                tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
+            );
+            let models = (0..4)
+                .map(|m| {
+                    std::sync::Arc::new(ModelRoute {
+                        status: herd_proto::v1::ModelStatus {
+                            name: format!("model-{}", (w + m * 3) % 10),
+                            slots_total: 16,
+                            loaded: true,
+                            ..Default::default()
+                        },
+                        slots: std::sync::Arc::new(tokio::sync::Semaphore::new(4 + (w * 7) % 9)),
+                        waiting: Default::default(),
+                    })
+                })
+                .collect();
+            std::sync::Arc::new(WorkerView {
+                id: format!("worker-{w:03}"),
+                endpoint: String::new(),
+                client: Some(client),
+                healthy: true,
+                status: None,
+                models,
+            })
+        })
+        .collect();
+    Snapshot { workers }
+}
+
+fn pick(c: &mut Criterion) {
+    let snapshot = pool();
+    c.bench_function("routing_pick/least_busy_100_workers", |b| {
+        b.iter(|| {
+            LeastBusy
+                .pick(black_box(&snapshot), black_box("model-7"))
+                .unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, parse, encode, pick);
 criterion_main!(benches);
