@@ -8,16 +8,17 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::counters::Counters;
 use crate::engine::{
-    EmbedInput, Embeddings, Engine, EngineCounters, EngineStatus, FinishReason, Finished,
-    GenerationEvent, GenerationRequest, Input, ModelInfo,
+    EmbedInput, Embeddings, Engine, EngineStatus, FinishReason, Finished, GenerationEvent,
+    GenerationRequest, Input, ModelInfo,
 };
 use crate::error::EngineError;
 
@@ -98,15 +99,6 @@ impl MockConfig {
         (self.tokens_per_second > 0.0)
             .then(|| Duration::from_secs_f64(1.0 / self.tokens_per_second))
     }
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    started: AtomicU64,
-    completed: AtomicU64,
-    cancelled: AtomicU64,
-    failed: AtomicU64,
-    tokens_generated: AtomicU64,
 }
 
 /// The mock engine.
@@ -300,13 +292,7 @@ impl Run {
     }
 
     fn finish(self, reason: FinishReason, completion_tokens: u32, first: Option<Instant>) {
-        let counter = match reason {
-            FinishReason::Cancelled => &self.counters.cancelled,
-            FinishReason::Stop | FinishReason::Length | FinishReason::ToolCalls => {
-                &self.counters.completed
-            }
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.counters.finished(reason);
         // Free the slot before the final event, as the real engine does.
         drop(self.slot);
         let now = Instant::now();
@@ -424,17 +410,10 @@ impl Engine for MockEngine {
             })
             .collect();
         models.sort_by(|a, b| a.name.cmp(&b.name));
-        let c = &self.counters;
         EngineStatus {
             engine: "mock".into(),
             models,
-            counters: EngineCounters {
-                started: c.started.load(Ordering::Relaxed),
-                completed: c.completed.load(Ordering::Relaxed),
-                cancelled: c.cancelled.load(Ordering::Relaxed),
-                failed: c.failed.load(Ordering::Relaxed),
-                tokens_generated: c.tokens_generated.load(Ordering::Relaxed),
-            },
+            counters: self.counters.snapshot(),
         }
     }
 }

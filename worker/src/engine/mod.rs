@@ -8,6 +8,7 @@
 //! on its channel until exactly one [`GenerationEvent::Finished`]. Cancelling
 //! the token, or dropping the receiver, ends it at the next decode step.
 
+pub mod counters;
 pub mod llama;
 pub mod mock;
 pub mod text;

@@ -9,7 +9,7 @@ mod sampler;
 mod template;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -22,21 +22,12 @@ use tokio_util::sync::CancellationToken;
 use self::model::LoadedModel;
 use self::runner::{Job, RunnerSettings, SlotPermit};
 use crate::config::{ModelConfig, WorkerConfig};
+use crate::engine::counters::Counters;
 use crate::engine::{
-    Constraint, EmbedInput, Embeddings, Engine, EngineCounters, EngineStatus, GenerationEvent,
-    GenerationRequest, Input, ModelInfo,
+    Constraint, EmbedInput, Embeddings, Engine, EngineStatus, GenerationEvent, GenerationRequest,
+    Input, ModelInfo,
 };
 use crate::error::EngineError;
-
-/// Generation counters shared by the engine and its decode loops.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub started: AtomicU64,
-    pub completed: AtomicU64,
-    pub cancelled: AtomicU64,
-    pub failed: AtomicU64,
-    pub tokens_generated: AtomicU64,
-}
 
 /// llama.cpp's process-wide backend; it can be initialised once only.
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
@@ -314,17 +305,10 @@ impl Engine for LlamaEngine {
             })
             .collect();
         models.sort_by(|a, b| a.name.cmp(&b.name));
-        let c = &self.counters;
         EngineStatus {
             engine: "llama.cpp".into(),
             models,
-            counters: EngineCounters {
-                started: c.started.load(Ordering::Relaxed),
-                completed: c.completed.load(Ordering::Relaxed),
-                cancelled: c.cancelled.load(Ordering::Relaxed),
-                failed: c.failed.load(Ordering::Relaxed),
-                tokens_generated: c.tokens_generated.load(Ordering::Relaxed),
-            },
+            counters: self.counters.snapshot(),
         }
     }
 }

@@ -23,7 +23,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::Counters;
+use crate::engine::counters::Counters;
 use crate::engine::text::{Step, TextAssembler};
 use crate::engine::tools;
 use crate::engine::{FinishReason, Finished, GenerationEvent, Sampling};
@@ -440,11 +440,7 @@ fn finish(
             tokens: active.tokens_since_delta,
         });
     }
-    let counter = match reason {
-        FinishReason::Cancelled => &counters.cancelled,
-        FinishReason::Stop | FinishReason::Length | FinishReason::ToolCalls => &counters.completed,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
+    counters.finished(reason);
     let _ = events.send(GenerationEvent::Finished(Finished {
         reason,
         prompt_tokens: u32::try_from(prompt.len()).unwrap_or(u32::MAX),
