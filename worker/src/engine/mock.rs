@@ -16,6 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::counters::Counters;
+use crate::engine::slots::SlotPermit;
 use crate::engine::{
     EmbedInput, Embeddings, Engine, EngineStatus, FinishReason, Finished, GenerationEvent,
     GenerationRequest, Input, ModelInfo,
@@ -129,26 +130,6 @@ impl MockEngine {
     }
 }
 
-/// One claimed slot; dropping it frees the slot.
-#[derive(Debug)]
-struct Slot(Arc<AtomicU32>);
-
-impl Slot {
-    fn try_claim(busy: &Arc<AtomicU32>, slots: u32) -> Option<Self> {
-        busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < slots).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Self(busy.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Mock tokens of an input: one per four bytes, at least one.
 fn prompt_tokens(input: &Input) -> u32 {
     let bytes: usize = match input {
@@ -195,7 +176,7 @@ struct Run {
     counters: Arc<Counters>,
     events: UnboundedSender<GenerationEvent>,
     cancel: CancellationToken,
-    slot: Slot,
+    slot: SlotPermit,
     seed: u64,
     max_tokens: u32,
     prompt_tokens: u32,
@@ -328,10 +309,11 @@ impl Engine for MockEngine {
                 context_size: self.config.context_size,
             });
         }
-        let slot = Slot::try_claim(busy, self.config.slots).ok_or_else(|| EngineError::Busy {
-            model: request.model.clone(),
-            slots: self.config.slots,
-        })?;
+        let slot =
+            SlotPermit::try_claim(busy, self.config.slots).ok_or_else(|| EngineError::Busy {
+                model: request.model.clone(),
+                slots: self.config.slots,
+            })?;
         let n = self.counters.started.fetch_add(1, Ordering::Relaxed);
         let run = Run {
             config: self.config.clone(),

@@ -20,9 +20,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use self::model::LoadedModel;
-use self::runner::{Job, RunnerSettings, SlotPermit};
+use self::runner::{Job, RunnerSettings};
 use crate::config::{ModelConfig, WorkerConfig};
 use crate::engine::counters::Counters;
+use crate::engine::slots::SlotPermit;
 use crate::engine::{
     Constraint, EmbedInput, Embeddings, Engine, EngineStatus, GenerationEvent, GenerationRequest,
     Input, ModelInfo,

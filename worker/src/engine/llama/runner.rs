@@ -8,8 +8,7 @@
 //! with its prompt and computes only the rest.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
@@ -24,6 +23,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::counters::Counters;
+use crate::engine::slots::SlotPermit;
 use crate::engine::text::{Step, TextAssembler};
 use crate::engine::tools;
 use crate::engine::{FinishReason, Finished, GenerationEvent, Sampling};
@@ -47,29 +47,6 @@ pub struct Job {
     pub cancel: CancellationToken,
     pub permit: SlotPermit,
     pub accepted_at: Instant,
-}
-
-/// A claim on one of a model's slots; dropping it frees the slot.
-#[derive(Debug)]
-pub struct SlotPermit {
-    busy: Arc<AtomicU32>,
-}
-
-impl SlotPermit {
-    /// Claims a slot if fewer than `slots` are busy.
-    pub fn try_claim(busy: &Arc<AtomicU32>, slots: u32) -> Option<Self> {
-        busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < slots).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Self { busy: busy.clone() })
-    }
-}
-
-impl Drop for SlotPermit {
-    fn drop(&mut self) {
-        self.busy.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Settings of the decode loop.
