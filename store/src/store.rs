@@ -1,0 +1,476 @@
+//! The content-addressed model store on disk.
+//!
+//! ```text
+//! <root>/blobs/sha256/<hex>           verified blobs: configs, GGUF and license layers
+//! <root>/blobs/sha256/<hex>.partial   a download in progress (resumed with HTTP Range)
+//! <root>/manifests/sha256/<hex>       manifests, byte for byte; <hex> is the model ID
+//! <root>/models.json                  the index: model IDs and their tags
+//! <root>/tmp/                         files being written
+//! ```
+//!
+//! Every file is written to `tmp/`, fsynced and renamed into place, and a
+//! blob only under the name of its verified sha256. A model becomes visible
+//! when the index names it, and the index is written last (and atomically),
+//! so a crash or a kill at any point leaves the store readable with no half
+//! model in it. Index changes hold an exclusive lock on `<root>/.lock`, so
+//! several processes (a worker and `herd package`) can share one store.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::artifact::{ConfigFile, Manifest};
+use crate::error::StoreError;
+use crate::reference::{ModelRef, as_model_id};
+
+/// A model in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredModel {
+    /// `sha256:<hex>` of the manifest.
+    pub id: String,
+    /// Full references (`registry/repository:tag`), in the order added.
+    pub tags: Vec<String>,
+    pub manifest: Manifest,
+    pub config: ConfigFile,
+}
+
+impl StoredModel {
+    /// The 12-hex short ID.
+    pub fn short_id(&self) -> &str {
+        let hex = self.id.strip_prefix("sha256:").unwrap_or(&self.id);
+        &hex[..hex.len().min(12)]
+    }
+}
+
+/// What a removal did, in Docker's terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removal {
+    pub untagged: Vec<String>,
+    /// The model ID, when the model itself was deleted.
+    pub deleted: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    models: Vec<IndexEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IndexEntry {
+    id: String,
+    tags: Vec<String>,
+}
+
+/// A model store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    default_registry: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`; `default_registry` is
+    /// where references without a registry point.
+    pub fn open(root: impl Into<PathBuf>, default_registry: &str) -> Result<Self, StoreError> {
+        let root = root.into();
+        for dir in ["blobs/sha256", "manifests/sha256", "tmp"] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path)
+                .map_err(StoreError::io(format!("cannot create {}", path.display())))?;
+        }
+        let store = Self {
+            root,
+            default_registry: default_registry.to_owned(),
+        };
+        store.clean_tmp();
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn default_registry(&self) -> &str {
+        &self.default_registry
+    }
+
+    /// Parses a reference against this store's default registry.
+    pub fn parse_ref(&self, text: &str) -> Result<ModelRef, StoreError> {
+        ModelRef::parse(text, &self.default_registry)
+    }
+
+    /// The user-facing form of a stored full reference.
+    pub fn familiar(&self, full: &str) -> String {
+        self.parse_ref(full)
+            .map_or_else(|_| full.to_owned(), |r| r.familiar(&self.default_registry))
+    }
+
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.root.join("blobs").join(digest.replacen(':', "/", 1))
+    }
+
+    pub(crate) fn partial_path(&self, digest: &str) -> PathBuf {
+        let mut path = self.blob_path(digest).into_os_string();
+        path.push(".partial");
+        PathBuf::from(path)
+    }
+
+    fn manifest_path(&self, id: &str) -> PathBuf {
+        self.root.join("manifests").join(id.replacen(':', "/", 1))
+    }
+
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// The GGUF to load: the first GGUF layer's blob, used in place.
+    pub fn gguf_path(&self, model: &StoredModel) -> Option<PathBuf> {
+        model
+            .manifest
+            .gguf_layers()
+            .next()
+            .map(|l| self.blob_path(&l.digest))
+    }
+
+    /// Every model, newest first.
+    pub fn list(&self) -> Result<Vec<StoredModel>, StoreError> {
+        let index = self.read_index()?;
+        let mut models = index
+            .models
+            .iter()
+            .map(|entry| self.load(entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        models.sort_by_key(|m| std::cmp::Reverse(m.config.created_unix()));
+        Ok(models)
+    }
+
+    /// The model a reference or ID names.
+    pub fn resolve(&self, text: &str) -> Result<StoredModel, StoreError> {
+        let index = self.read_index()?;
+        let entry = self.find(&index, text)?;
+        self.load(entry)
+    }
+
+    fn find<'a>(&self, index: &'a Index, text: &str) -> Result<&'a IndexEntry, StoreError> {
+        let not_found = || StoreError::NotFound(text.to_owned());
+        if let Some(hex) = as_model_id(text.trim()) {
+            let mut matches = index.models.iter().filter(|m| {
+                m.id.strip_prefix("sha256:")
+                    .is_some_and(|h| h.starts_with(hex))
+            });
+            if let Some(found) = matches.next() {
+                return Ok(found);
+            }
+        }
+        let reference = self.parse_ref(text)?;
+        if let Some(digest) = reference.digest() {
+            return index
+                .models
+                .iter()
+                .find(|m| m.id == digest)
+                .ok_or_else(not_found);
+        }
+        let full = reference.full();
+        index
+            .models
+            .iter()
+            .find(|m| m.tags.contains(&full))
+            .ok_or_else(not_found)
+    }
+
+    fn load(&self, entry: &IndexEntry) -> Result<StoredModel, StoreError> {
+        let manifest_bytes = read(&self.manifest_path(&entry.id))?;
+        let manifest = Manifest::parse(&manifest_bytes, &entry.id)?;
+        let config =
+            ConfigFile::parse(&read(&self.blob_path(&manifest.config.digest))?, &entry.id)?;
+        Ok(StoredModel {
+            id: entry.id.clone(),
+            tags: entry.tags.clone(),
+            manifest,
+            config,
+        })
+    }
+
+    /// The raw manifest bytes of a stored model (its ID is their digest).
+    pub fn manifest_bytes(&self, id: &str) -> Result<Vec<u8>, StoreError> {
+        read(&self.manifest_path(id))
+    }
+
+    /// Records a model whose blobs are all stored: writes the manifest, then
+    /// adds the model and `tag` to the index. Returns the model.
+    pub fn add_model(
+        &self,
+        manifest_bytes: &[u8],
+        tag: Option<&ModelRef>,
+    ) -> Result<StoredModel, StoreError> {
+        let id = sha256_digest(manifest_bytes);
+        let manifest = Manifest::parse(manifest_bytes, &id)?;
+        let _lock = self.lock()?;
+        for blob in manifest.blobs() {
+            if !self.has_blob(&blob.digest) {
+                return Err(StoreError::InvalidArtifact {
+                    reference: id,
+                    reason: format!("blob {} is missing from the store", blob.digest),
+                });
+            }
+        }
+        self.write_atomic(&self.manifest_path(&id), manifest_bytes)?;
+        let mut index = self.read_index()?;
+        if let Some(tag) = tag {
+            untag_everywhere(&mut index, &tag.full());
+        }
+        match index.models.iter_mut().find(|m| m.id == id) {
+            Some(entry) => {
+                if let Some(tag) = tag {
+                    entry.tags.push(tag.full());
+                }
+            }
+            None => index.models.push(IndexEntry {
+                id: id.clone(),
+                tags: tag.map(ModelRef::full).into_iter().collect(),
+            }),
+        }
+        self.write_index(&index)?;
+        drop(_lock);
+        self.resolve(&id)
+    }
+
+    /// Adds the tag `target` to the model `source` names (moving it from any
+    /// other model, as Docker does).
+    pub fn tag(&self, source: &str, target: &str) -> Result<StoredModel, StoreError> {
+        let target = self.parse_ref(target)?;
+        if target.digest().is_some() {
+            return Err(StoreError::InvalidReference {
+                reference: target.full(),
+                reason: "a tag cannot name a digest".into(),
+            });
+        }
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let id = self.find(&index, source)?.id.clone();
+        let full = target.full();
+        untag_everywhere(&mut index, &full);
+        if let Some(entry) = index.models.iter_mut().find(|m| m.id == id) {
+            entry.tags.push(full);
+        }
+        self.write_index(&index)?;
+        drop(_lock);
+        self.resolve(&id)
+    }
+
+    /// Removes a tag, or a whole model. A tag of a model with other tags is
+    /// only untagged; an ID of a model with several tags needs `force`;
+    /// `force` always deletes the whole model. Blobs no other model uses are
+    /// deleted with it.
+    pub fn remove(&self, text: &str, force: bool) -> Result<Removal, StoreError> {
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let entry = self.find(&index, text)?.clone();
+        let by_id = as_model_id(text.trim()).is_some_and(|hex| {
+            entry
+                .id
+                .strip_prefix("sha256:")
+                .is_some_and(|h| h.starts_with(hex))
+        }) || self.parse_ref(text).is_ok_and(|r| r.digest().is_some());
+        let mut removal = Removal::default();
+        if !force && !by_id && entry.tags.len() > 1 {
+            let full = self.parse_ref(text)?.full();
+            untag_everywhere(&mut index, &full);
+            self.write_index(&index)?;
+            removal.untagged.push(full);
+            return Ok(removal);
+        }
+        if !force && entry.tags.len() > 1 {
+            return Err(StoreError::MultiplyTagged {
+                reference: text.to_owned(),
+                tags: entry.tags.len(),
+            });
+        }
+        index.models.retain(|m| m.id != entry.id);
+        // The index goes first: from here the model is invisible, and a
+        // crash leaves only unreferenced files behind.
+        self.write_index(&index)?;
+        removal.untagged = entry.tags.clone();
+        removal.deleted = Some(entry.id.clone());
+        self.collect(&index, &entry.id);
+        Ok(removal)
+    }
+
+    /// Deletes those of `digests` that no stored model uses (the blobs of a
+    /// failed pull).
+    pub(crate) fn discard_unreferenced(&self, digests: Vec<String>) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
+        let in_use = self.blobs_in_use(&self.read_index()?);
+        for digest in digests {
+            if !in_use.contains(&digest) {
+                let _ = fs::remove_file(self.blob_path(&digest));
+            }
+        }
+        Ok(())
+    }
+
+    fn blobs_in_use(&self, index: &Index) -> HashSet<String> {
+        let mut in_use = HashSet::new();
+        for entry in &index.models {
+            if let Ok(other) =
+                read(&self.manifest_path(&entry.id)).and_then(|b| Manifest::parse(&b, &entry.id))
+            {
+                in_use.extend(other.blobs().map(|b| b.digest.clone()));
+            }
+        }
+        in_use
+    }
+
+    /// Deletes the manifest `id` and the blobs no model in `index` uses.
+    fn collect(&self, index: &Index, id: &str) {
+        let Ok(bytes) = read(&self.manifest_path(id)) else {
+            return;
+        };
+        let Ok(manifest) = Manifest::parse(&bytes, id) else {
+            return;
+        };
+        let in_use = self.blobs_in_use(index);
+        for blob in manifest.blobs() {
+            if !in_use.contains(&blob.digest) {
+                let _ = fs::remove_file(self.blob_path(&blob.digest));
+            }
+        }
+        let _ = fs::remove_file(self.manifest_path(id));
+    }
+
+    /// A new file in `tmp/` to write a blob into.
+    pub(crate) fn temp_file(&self) -> Result<(PathBuf, File), StoreError> {
+        let path = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{}", std::process::id(), uuid_like()));
+        let file = File::create(&path)
+            .map_err(StoreError::io(format!("cannot create {}", path.display())))?;
+        Ok((path, file))
+    }
+
+    /// Moves a fully written, fsynced file with the given verified digest
+    /// into the blob store.
+    pub(crate) fn commit_blob(&self, from: &Path, digest: &str) -> Result<PathBuf, StoreError> {
+        let to = self.blob_path(digest);
+        fs::rename(from, &to).map_err(StoreError::io(format!(
+            "cannot move {} to {}",
+            from.display(),
+            to.display()
+        )))?;
+        sync_dir(to.parent().unwrap_or(&self.root));
+        Ok(to)
+    }
+
+    /// Writes `bytes` as a blob; returns its digest.
+    pub(crate) fn write_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        let digest = sha256_digest(bytes);
+        if !self.has_blob(&digest) {
+            self.write_atomic(&self.blob_path(&digest), bytes)?;
+        }
+        Ok(digest)
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let (tmp, mut file) = self.temp_file()?;
+        let context = || format!("cannot write {}", tmp.display());
+        file.write_all(bytes).map_err(StoreError::io(context()))?;
+        file.sync_all().map_err(StoreError::io(context()))?;
+        drop(file);
+        fs::rename(&tmp, path).map_err(StoreError::io(format!(
+            "cannot move {} to {}",
+            tmp.display(),
+            path.display()
+        )))?;
+        sync_dir(path.parent().unwrap_or(&self.root));
+        Ok(())
+    }
+
+    fn read_index(&self) -> Result<Index, StoreError> {
+        let path = self.root.join("models.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Io {
+                context: format!("the index {} is corrupt", path.display()),
+                source: std::io::Error::other(e),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index::default()),
+            Err(e) => Err(StoreError::io(format!("cannot read {}", path.display()))(e)),
+        }
+    }
+
+    fn write_index(&self, index: &Index) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(index).map_err(|e| StoreError::Io {
+            context: "cannot encode the index".into(),
+            source: std::io::Error::other(e),
+        })?;
+        self.write_atomic(&self.root.join("models.json"), &bytes)
+    }
+
+    /// An exclusive lock on the index, across processes.
+    fn lock(&self) -> Result<File, StoreError> {
+        let path = self.root.join(".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(StoreError::io(format!("cannot open {}", path.display())))?;
+        file.lock()
+            .map_err(StoreError::io(format!("cannot lock {}", path.display())))?;
+        Ok(file)
+    }
+
+    /// Removes leftovers of writes a crash interrupted.
+    fn clean_tmp(&self) {
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            // Another live process may be writing; a file untouched for an
+            // hour belongs to one that crashed.
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 3600);
+            if stale {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+fn untag_everywhere(index: &mut Index, full: &str) {
+    for model in &mut index.models {
+        model.tags.retain(|t| t != full);
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, StoreError> {
+    fs::read(path).map_err(StoreError::io(format!("cannot read {}", path.display())))
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
