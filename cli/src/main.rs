@@ -1,6 +1,8 @@
-//! `herd`: run Herd locally (`herd serve`) — later also the `docker model`
-//! verbs against a gateway.
+//! `herd`: run Herd locally (`herd serve`), package models (`herd
+//! package`) — later also the other `docker model` verbs against a gateway.
 
+mod package;
+mod progress;
 mod serve;
 mod signals;
 
@@ -21,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run a gateway and one worker in this process (the embedded default).
     Serve(serve::ServeArgs),
+    /// Package a GGUF file as a Docker model artifact in the local store.
+    Package(package::PackageArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
+        Command::Package(args) => runtime.block_on(package::run(args)),
     }
 }

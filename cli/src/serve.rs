@@ -10,7 +10,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use herd_gateway::state::{MemoryStateStore, StateStore, WorkerRecord};
 use herd_gateway::{Gateway, GatewayConfig};
-use herd_worker::{GrpcServer, LlamaEngine, ModelConfig, WorkerConfig};
+use herd_worker::config::StoreSettings;
+use herd_worker::{Catalog, GrpcServer, LlamaEngine, ModelConfig, WorkerConfig};
 use tokio::sync::watch;
 
 use crate::signals::stop_on_signal;
@@ -20,16 +21,18 @@ const WORKER_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// GGUF file to serve.
+    /// The model to serve: a GGUF file, or a reference (`ai/smollm2`,
+    /// `host:port/ns/name:tag`, `name@sha256:…`) pulled into the store if
+    /// needed. Without it, models are loaded from the store on first use.
     #[arg(long, env = "HERD_MODEL")]
-    model: PathBuf,
-    /// Model name clients use (default: from the file name).
+    model: Option<String>,
+    /// Model name clients use for a GGUF file (default: from the file name).
     #[arg(long)]
     name: Option<String>,
     /// HTTP address of the OpenAI API.
     #[arg(long, default_value = "127.0.0.1:12434", env = "HERD_LISTEN")]
     listen: SocketAddr,
-    /// Concurrent generations for the model (default: 2 per core, 2 to 8).
+    /// Concurrent generations per model (default: 2 per core, 2 to 8).
     #[arg(long)]
     parallel: Option<u32>,
     /// Context length per slot (default: min(model's, 4096)).
@@ -41,25 +44,59 @@ pub struct ServeArgs {
     /// Gateway config file (see config/gateway.toml); flags override it.
     #[arg(long)]
     gateway_config: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Where the model store is and which registries it uses.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Model store directory (default: ~/.local/share/herd/models).
+    #[arg(long = "store", env = "HERD_STORE")]
+    pub path: Option<PathBuf>,
+    /// Registry of references that name none.
+    #[arg(long, env = "HERD_DEFAULT_REGISTRY", default_value = "docker.io")]
+    pub default_registry: String,
+    /// A registry (`host[:port]`) to reach over plain HTTP; repeatable.
+    /// Loopback registries always are.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+}
+
+impl StoreArgs {
+    pub fn settings(&self) -> StoreSettings {
+        let mut settings = StoreSettings::default();
+        if let Some(path) = &self.path {
+            settings.path = path.clone();
+        }
+        settings.default_registry = self.default_registry.clone();
+        settings.insecure_registries = self.insecure_registries.clone();
+        settings
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if !args.model.is_file() {
-        bail!(
-            "model file {} not found (scripts/fetch-test-model prints the test model's path)",
-            args.model.display()
-        );
-    }
-    let mut model = ModelConfig::from_path(args.model.clone(), args.name.clone());
+    let mut store_settings = args.store.settings();
     if let Some(parallel) = args.parallel {
-        model.parallel = parallel;
+        store_settings.parallel = parallel;
     }
-    model.context_size = args.context_size;
+    store_settings.context_size = args.context_size;
+    let catalog = Arc::new(Catalog::open(&store_settings).with_context(|| {
+        format!(
+            "cannot open the model store at {}",
+            store_settings.path.display()
+        )
+    })?);
+    let model = match args.model.as_deref() {
+        Some(model) => Some(model_to_serve(&catalog, model, &args).await?),
+        None => None,
+    };
     let worker_config = WorkerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         worker_id: Some("local".into()),
         threads: args.threads,
-        models: vec![model.clone()],
+        models: model.iter().cloned().collect(),
+        store: store_settings,
     };
     worker_config.validate()?;
     let mut gateway_config = match &args.gateway_config {
@@ -67,6 +104,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => GatewayConfig::default(),
     };
     gateway_config.listen = args.listen;
+    gateway_config.default_registry = worker_config.store.default_registry.clone();
     gateway_config.validate()?;
 
     let engine = tokio::task::spawn_blocking({
@@ -80,7 +118,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(engine),
     )
     .await
-    .context("cannot bind the worker's loopback gRPC listener")?;
+    .context("cannot bind the worker's loopback gRPC listener")?
+    .with_catalog(catalog);
     let store = Arc::new(MemoryStateStore::default());
     store
         .register_worker(WorkerRecord {
@@ -99,15 +138,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (stop, shutdown) = watch::channel(false);
     stop_on_signal(stop);
 
-    println!(
-        "Herd is serving {} at {url}/v1 (Ctrl-C to stop)",
-        model.name
-    );
-    println!("  try: curl {url}/v1/chat/completions -H 'content-type: application/json' \\");
-    println!(
-        "         -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}],\"stream\":true}}'",
-        model.name
-    );
+    let shown = model
+        .as_ref()
+        .map_or_else(|| "the model store".to_owned(), |m| m.name.clone());
+    println!("Herd is serving {shown} at {url}/v1 (Ctrl-C to stop)");
+    if let Some(model) = &model {
+        println!("  try: curl {url}/v1/chat/completions -H 'content-type: application/json' \\");
+        println!(
+            "         -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}],\"stream\":true}}'",
+            model.name
+        );
+    } else {
+        println!("  pull: curl {url}/models/create -d '{{\"from\":\"ai/smollm2\"}}'");
+    }
     std::io::stdout().flush().ok();
 
     // The gateway drains its requests first; then the worker stops.
@@ -120,4 +163,46 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("worker did not stop in time; exiting anyway"),
     }
     Ok(())
+}
+
+/// A GGUF file as is, or a reference pulled into the store if needed.
+async fn model_to_serve(
+    catalog: &Catalog,
+    model: &str,
+    args: &ServeArgs,
+) -> anyhow::Result<ModelConfig> {
+    let path = std::path::Path::new(model);
+    if path.is_file() {
+        let mut config = ModelConfig::from_path(path.to_owned(), args.name.clone());
+        config.parallel = catalog.defaults().parallel;
+        config.context_size = args.context_size;
+        return Ok(config);
+    }
+    if model.ends_with(".gguf") || model.starts_with('/') || model.starts_with('.') {
+        bail!(
+            "model file {model} not found (scripts/fetch-test-model prints the test model's path)"
+        );
+    }
+    let reference = catalog.store().parse_ref(model)?;
+    let stored = match catalog.store().resolve(model) {
+        Ok(stored) => stored,
+        Err(herd_store::StoreError::NotFound(_)) => {
+            eprintln!(
+                "Pulling {} …",
+                reference.familiar(catalog.store().default_registry())
+            );
+            let progress: herd_store::ProgressFn = Arc::new(crate::progress::printer());
+            catalog
+                .registry()
+                .pull(catalog.store(), &reference, progress)
+                .await
+                .with_context(|| format!("cannot pull {model}"))?
+                .model
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let name = catalog.served_name(model, &stored);
+    catalog
+        .model_config(name, &stored)
+        .with_context(|| format!("{model} has no GGUF layer"))
 }

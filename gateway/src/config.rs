@@ -27,6 +27,10 @@ pub struct GatewayConfig {
     pub shutdown_grace_secs: u64,
     /// Workers to route to when no shared state store is used.
     pub workers: Vec<StaticWorker>,
+    /// Where model names without a registry point, as on the workers:
+    /// a request for `ai/smollm2` reaches a worker serving
+    /// `ai/smollm2:latest` from `docker.io`.
+    pub default_registry: String,
 }
 
 /// A worker named in the config file.
@@ -47,6 +51,7 @@ impl Default for GatewayConfig {
             status_interval_ms: 1000,
             shutdown_grace_secs: 10,
             workers: Vec::new(),
+            default_registry: herd_store::reference::DOCKER_HUB.into(),
         }
     }
 }
@@ -94,6 +99,9 @@ impl GatewayConfig {
         }
         if self.status_interval_ms < 50 {
             return Err(invalid("status_interval_ms", "must be at least 50"));
+        }
+        if let Err(e) = herd_store::ModelRef::parse("ai/probe", &self.default_registry) {
+            return Err(invalid("default_registry", &e.to_string()));
         }
         for (i, w) in self.workers.iter().enumerate() {
             if w.id.is_empty() {

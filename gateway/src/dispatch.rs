@@ -32,11 +32,50 @@ pub struct Generation {
 pub struct Dispatcher {
     registry: Arc<Registry>,
     policy: Arc<dyn RoutingPolicy>,
+    default_registry: String,
 }
 
 impl Dispatcher {
-    pub fn new(registry: Arc<Registry>, policy: Arc<dyn RoutingPolicy>) -> Self {
-        Self { registry, policy }
+    pub fn new(
+        registry: Arc<Registry>,
+        policy: Arc<dyn RoutingPolicy>,
+        default_registry: String,
+    ) -> Self {
+        Self {
+            registry,
+            policy,
+            default_registry,
+        }
+    }
+
+    pub fn default_registry(&self) -> &str {
+        &self.default_registry
+    }
+
+    /// The name workers serve `model` under: as given if some worker lists
+    /// it, else its normalised reference (`ai/smollm2` →
+    /// `ai/smollm2:latest`) if some worker lists that.
+    pub fn resolve_model(&self, model: &str) -> String {
+        self.registry
+            .snapshot()
+            .resolve_name(model, &self.default_registry)
+            .unwrap_or_else(|| model.to_owned())
+    }
+
+    /// A worker to run model-store operations on: the first healthy one
+    /// (the embedded mode has exactly one; spreading them over a cluster
+    /// belongs to the scheduler).
+    pub fn store_worker(
+        &self,
+    ) -> Result<herd_proto::v1::worker_client::WorkerClient<tonic::transport::Channel>, ApiError>
+    {
+        self.registry
+            .snapshot()
+            .workers
+            .iter()
+            .filter(|w| w.healthy)
+            .find_map(|w| w.client.clone())
+            .ok_or_else(|| ApiError::NoCapacity("the model store".into()))
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -45,7 +84,11 @@ impl Dispatcher {
 
     /// Embeds on a worker serving the model. Embeddings run on the worker's
     /// own embedding thread, not in generation slots, so no slot is held.
-    pub async fn embed(&self, request: pb::EmbedRequest) -> Result<pb::EmbedResponse, ApiError> {
+    pub async fn embed(
+        &self,
+        mut request: pb::EmbedRequest,
+    ) -> Result<pb::EmbedResponse, ApiError> {
+        request.model = self.resolve_model(&request.model);
         let pick = self.pick(&request.model)?;
         let Some(mut client) = pick.worker.client.clone() else {
             return Err(ApiError::NoCapacity(request.model));
@@ -69,7 +112,8 @@ impl Dispatcher {
 
     /// Picks, admits and starts `request`. Waits while the worker's slots are
     /// all taken; the wait ends with the caller's future being dropped.
-    pub async fn dispatch(&self, request: pb::GenerateRequest) -> Result<Generation, ApiError> {
+    pub async fn dispatch(&self, mut request: pb::GenerateRequest) -> Result<Generation, ApiError> {
+        request.model = self.resolve_model(&request.model);
         let pick = self.pick(&request.model)?;
         let Some(client) = pick.worker.client.clone() else {
             return Err(ApiError::NoCapacity(request.model));

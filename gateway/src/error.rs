@@ -40,6 +40,13 @@ pub enum ApiError {
     Upstream(String),
     #[error("The gateway is shutting down")]
     ShuttingDown,
+    /// A model-store operation failed (`/models` API).
+    #[error("{message}")]
+    Store {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -71,13 +78,15 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoCapacity(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Store { status, .. } => *status,
         }
     }
 
     fn kind(&self) -> &'static str {
-        match self.status() {
-            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => "server_error",
-            _ => "invalid_request_error",
+        if self.status().is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
         }
     }
 
@@ -90,8 +99,9 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> Option<&'static str> {
+    fn code(&self) -> Option<&str> {
         match self {
+            Self::Store { code, .. } => Some(code),
             Self::InvalidJson(_) => Some("invalid_json"),
             Self::InvalidField { .. } => Some("invalid_value"),
             Self::Unsupported { .. } => Some("unsupported_value"),
@@ -118,6 +128,45 @@ impl ApiError {
                 "code": self.code(),
             }
         })
+    }
+
+    /// Maps a worker's answer to a model-store call (`PullModel`,
+    /// `DeleteModel`, …) by its `herd-error-code`.
+    pub fn from_store_status(status: &tonic::Status) -> Self {
+        let code = status
+            .metadata()
+            .get(herd_proto::ERROR_CODE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let http = match (code, status.code()) {
+            ("invalid_reference" | "invalid_gguf", _) => StatusCode::BAD_REQUEST,
+            ("model_not_found", _) => StatusCode::NOT_FOUND,
+            ("unsupported_media_type" | "invalid_artifact", _) => StatusCode::UNPROCESSABLE_ENTITY,
+            ("model_multiply_tagged" | "model_loaded", _) => StatusCode::CONFLICT,
+            ("registry_unauthorized", _) => StatusCode::UNAUTHORIZED,
+            ("digest_mismatch" | "registry_error", _) => StatusCode::BAD_GATEWAY,
+            ("no_model_store", _) | (_, tonic::Code::Unimplemented) => StatusCode::NOT_IMPLEMENTED,
+            (_, tonic::Code::InvalidArgument) => StatusCode::BAD_REQUEST,
+            (_, tonic::Code::NotFound) => StatusCode::NOT_FOUND,
+            (_, tonic::Code::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = if http == StatusCode::INTERNAL_SERVER_ERROR {
+            // Disk paths and the like stay in the log.
+            tracing::warn!(code, message = status.message(), "model store error");
+            "the worker's model store failed; see its log".to_owned()
+        } else {
+            status.message().to_owned()
+        };
+        Self::Store {
+            status: http,
+            code: if code.is_empty() {
+                "store_error".into()
+            } else {
+                code.to_owned()
+            },
+            message,
+        }
     }
 
     /// Maps a worker's gRPC status, using its `herd-error-code` when present.

@@ -58,7 +58,11 @@ impl Gateway {
                 .clone()
                 .run_refresher(self.config.status_interval(), shutdown.clone()),
         );
-        let dispatcher = Dispatcher::new(self.registry.clone(), Arc::new(LeastBusy));
+        let dispatcher = Dispatcher::new(
+            self.registry.clone(),
+            Arc::new(LeastBusy),
+            self.config.default_registry.clone(),
+        );
         let app = HttpApp::new(dispatcher, self.config.max_body_bytes, self.config.http2);
         let in_flight = app.in_flight();
 

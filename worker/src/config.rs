@@ -28,6 +28,8 @@ pub struct WorkerConfig {
     pub threads: u32,
     /// Models to load at start.
     pub models: Vec<ModelConfig>,
+    /// The model store (Docker model artifacts pulled from registries).
+    pub store: StoreSettings,
 }
 
 impl Default for WorkerConfig {
@@ -37,8 +39,72 @@ impl Default for WorkerConfig {
             worker_id: None,
             threads: 0,
             models: Vec::new(),
+            store: StoreSettings::default(),
         }
     }
+}
+
+/// Where models pulled from registries are kept, and how they run.
+/// Registry credentials come from the environment, never the file:
+/// `HERD_REGISTRY_USERNAME` and `HERD_REGISTRY_PASSWORD` (basic, exchanged
+/// for a bearer token where the registry asks), or `HERD_REGISTRY_TOKEN`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// The store's directory; default `$XDG_DATA_HOME/herd/models` or
+    /// `~/.local/share/herd/models`.
+    pub path: PathBuf,
+    /// Where references without a registry point (`smollm2` →
+    /// `docker.io/ai/smollm2:latest`).
+    pub default_registry: String,
+    /// Registries (`host[:port]`) reached over plain HTTP; loopback ones
+    /// always are.
+    pub insecure_registries: Vec<String>,
+    /// Slots of a model loaded from the store; default [`default_parallel`].
+    pub parallel: u32,
+    /// Context per slot of a model loaded from the store; default
+    /// min(the artifact's context size, 4096).
+    pub context_size: Option<u32>,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+            default_registry: herd_store::reference::DOCKER_HUB.into(),
+            insecure_registries: Vec::new(),
+            parallel: default_parallel(),
+            context_size: None,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// Registry credentials from the environment.
+    pub fn credentials() -> herd_store::Credentials {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        match (
+            var("HERD_REGISTRY_TOKEN"),
+            var("HERD_REGISTRY_USERNAME"),
+            var("HERD_REGISTRY_PASSWORD"),
+        ) {
+            (Some(token), _, _) => herd_store::Credentials::Bearer(token),
+            (None, Some(username), Some(password)) => {
+                herd_store::Credentials::Basic { username, password }
+            }
+            _ => herd_store::Credentials::Anonymous,
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/herd/models`, else `~/.local/share/herd/models`, else
+/// `./herd-models`.
+pub fn default_store_path() -> PathBuf {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));
+    data.map_or_else(|| PathBuf::from("herd-models"), |d| d.join("herd/models"))
 }
 
 /// One model to serve.
@@ -154,6 +220,28 @@ impl WorkerConfig {
                 ));
             }
         }
+        let store = &self.store;
+        if store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path".into(), "must not be empty"));
+        }
+        if let Err(e) = herd_store::ModelRef::parse("ai/probe", &store.default_registry) {
+            return Err(invalid("store.default_registry".into(), &e.to_string()));
+        }
+        if store.parallel == 0 || store.parallel > 256 {
+            return Err(invalid(
+                "store.parallel".into(),
+                "must be between 1 and 256",
+            ));
+        }
+        if store
+            .context_size
+            .is_some_and(|c| !(16..=1 << 20).contains(&c))
+        {
+            return Err(invalid(
+                "store.context_size".into(),
+                "must be between 16 and 1048576",
+            ));
+        }
         Ok(())
     }
 
@@ -176,6 +264,16 @@ mod tests {
         let config = WorkerConfig::from_file(&path).unwrap();
         assert_eq!(config.models.len(), 1);
         assert_eq!(config.models[0].name, "ai/smollm2");
+        assert_eq!(config.store.default_registry, "docker.io");
+        assert_eq!(config.store.path, Path::new("/var/lib/herd/models"));
+    }
+
+    #[test]
+    fn a_bad_default_registry_is_refused() {
+        let mut config = WorkerConfig::default();
+        config.store.default_registry = "not a host".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("store.default_registry"), "{err}");
     }
 
     #[test]

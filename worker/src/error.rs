@@ -67,3 +67,50 @@ impl From<EngineError> for tonic::Status {
         status
     }
 }
+
+/// What can go wrong managing the model store.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Store(#[from] herd_store::StoreError),
+    #[error("the model is loaded (as {0}); unload it first or force the removal")]
+    Loaded(String),
+    #[error("this worker has no model store")]
+    NoStore,
+}
+
+impl CatalogError {
+    /// Machine-readable reason sent in the `herd-error-code` metadata.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Store(e) => e.code(),
+            Self::Loaded(_) => "model_loaded",
+            Self::NoStore => "no_model_store",
+        }
+    }
+}
+
+impl From<CatalogError> for tonic::Status {
+    fn from(err: CatalogError) -> Self {
+        use herd_store::ErrorKind;
+        let code = match &err {
+            CatalogError::Store(e) => match e.kind() {
+                ErrorKind::InvalidRequest => tonic::Code::InvalidArgument,
+                ErrorKind::NotFound => tonic::Code::NotFound,
+                ErrorKind::Unsupported | ErrorKind::Conflict => tonic::Code::FailedPrecondition,
+                ErrorKind::Unauthorized => tonic::Code::PermissionDenied,
+                ErrorKind::Upstream => tonic::Code::Unavailable,
+                ErrorKind::Internal => tonic::Code::Internal,
+            },
+            CatalogError::Loaded(_) | CatalogError::NoStore => tonic::Code::FailedPrecondition,
+        };
+        if matches!(code, tonic::Code::Internal | tonic::Code::Unavailable) {
+            tracing::warn!(error = %err, "model store operation failed");
+        }
+        let mut status = tonic::Status::new(code, err.to_string());
+        status
+            .metadata_mut()
+            .insert(ERROR_CODE_METADATA, MetadataValue::from_static(err.code()));
+        status
+    }
+}

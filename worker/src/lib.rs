@@ -5,6 +5,7 @@
 //! [`engine::Engine::generate`] (admission: model, prompt, slot) → the model's
 //! decode loop (`engine::llama::runner`), which batches every active slot.
 
+pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod random;
 pub mod server;
 pub mod service;
 
+pub use catalog::{Catalog, LoadDefaults};
 pub use config::{ModelConfig, WorkerConfig};
 pub use engine::Engine;
 pub use engine::llama::LlamaEngine;

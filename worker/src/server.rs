@@ -46,6 +46,14 @@ impl GrpcServer {
         })
     }
 
+    /// Serves the store RPCs from `catalog`, and loads stored models on
+    /// demand.
+    #[must_use]
+    pub fn with_catalog(mut self, catalog: Arc<crate::catalog::Catalog>) -> Self {
+        self.service = self.service.with_catalog(catalog);
+        self
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,26 +13,9 @@ use tokio::process::{Child, Command};
 
 pub const MODEL: &str = "ai/smollm2";
 
-/// The test model's path: `HERD_TEST_MODEL`, else what
-/// `scripts/fetch-test-model` prints (it downloads once, then is offline).
+/// The test model's path (fetched once by `scripts/fetch-test-model`).
 pub fn model_path() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        if let Ok(p) = std::env::var("HERD_TEST_MODEL") {
-            return PathBuf::from(p);
-        }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-test-model");
-        let out = std::process::Command::new(&script)
-            .output()
-            .expect("run scripts/fetch-test-model");
-        assert!(
-            out.status.success(),
-            "fetch-test-model failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-    .clone()
+    herd_store::testing::test_model_path()
 }
 
 /// A running `herd serve`; killed when dropped.
@@ -42,6 +24,8 @@ pub struct Herd {
     child: Child,
     pub url: String,
     pub http: reqwest::Client,
+    /// The model store, a temp dir unless the test gave one.
+    _store: Option<tempfile::TempDir>,
 }
 
 impl Herd {
@@ -50,13 +34,32 @@ impl Herd {
         Self::start_with(&["--parallel", &parallel.to_string()]).await
     }
 
+    /// Serves the test model's GGUF file as `ai/smollm2`, with an empty
+    /// store in a temp dir.
     pub async fn start_with(extra: &[&str]) -> Self {
+        let store = tempfile::tempdir().unwrap();
+        let model = model_path();
+        let mut args = vec![
+            "--model",
+            model.to_str().unwrap(),
+            "--name",
+            MODEL,
+            "--store",
+            store.path().to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let mut herd = Self::launch(&args).await;
+        herd._store = Some(store);
+        herd
+    }
+
+    /// Runs `herd serve` with exactly these flags (plus a loopback listener
+    /// and one thread); the test names the store.
+    pub async fn launch(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
             .arg("serve")
-            .arg("--model")
-            .arg(model_path())
-            .args(["--name", MODEL, "--listen", "127.0.0.1:0", "--threads", "1"])
-            .args(extra)
+            .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -85,7 +88,12 @@ impl Herd {
             .timeout(Duration::from_secs(300))
             .build()
             .unwrap();
-        Self { child, url, http }
+        Self {
+            child,
+            url,
+            http,
+            _store: None,
+        }
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {

@@ -22,12 +22,17 @@ pub async fn models(session: &mut ServerSession, registry: &Registry) -> bool {
     respond::json(session, StatusCode::OK, model_list(list)).await
 }
 
-pub async fn model(session: &mut ServerSession, registry: &Registry, id: &str) -> bool {
-    let found = registry
-        .snapshot()
-        .models()
-        .into_iter()
-        .find(|(name, _)| name == id);
+pub async fn model(
+    session: &mut ServerSession,
+    registry: &Registry,
+    default_registry: &str,
+    id: &str,
+) -> bool {
+    let snapshot = registry.snapshot();
+    let name = snapshot
+        .resolve_name(id, default_registry)
+        .unwrap_or_else(|| id.to_owned());
+    let found = snapshot.models().into_iter().find(|(n, _)| *n == name);
     match found {
         Some((id, created)) => {
             let body = serde_json::to_vec(&ModelObject::new(id, created)).unwrap_or_default();

@@ -8,6 +8,7 @@ mod generate;
 mod info;
 mod respond;
 pub mod routes;
+mod store;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -122,8 +123,13 @@ impl HttpApp {
                 respond::json(session, StatusCode::OK, br#"{"status":"ok"}"#.to_vec()).await
             }
             Route::Models => info::models(session, registry).await,
-            Route::Model(id) => info::model(session, registry, &id).await,
+            Route::Model(id) => {
+                info::model(session, registry, self.dispatcher.default_registry(), &id).await
+            }
             Route::Status => info::status(session, registry).await,
+            Route::Store(store_route) => {
+                store::serve(&self.dispatcher, session, store_route, self.max_body_bytes).await
+            }
             Route::ChatCompletions | Route::Completions | Route::Embeddings => {
                 let body = match body::read_limited(session, self.max_body_bytes).await {
                     Ok(body) => body,

@@ -23,10 +23,32 @@ pub enum Route {
     Model(String),
     /// `GET /herd/v1/status`: live worker status.
     Status,
+    /// Docker Model Runner's model-store API under `/models`.
+    Store(StoreRoute),
+}
+
+/// The `/models` routes. Names may contain `/` and `:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreRoute {
+    /// `GET /models`.
+    List,
+    /// `POST /models/create` `{"from":"ref"}`: pull, streaming progress.
+    Create,
+    /// `GET /models/{name}`.
+    Get(String),
+    /// `DELETE /models/{name}[?force=true]`.
+    Delete(String),
+    /// `POST /models/{name}/tag?repo=&tag=`.
+    Tag(String),
+    /// `POST /models/{name}/push`, streaming progress.
+    Push(String),
 }
 
 /// Resolves `method` and `path` (no query string).
 pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    if path == "/models" || path.starts_with("/models/") {
+        return store_route(method, path).map(Route::Store);
+    }
     let api_path = strip_engine_prefix(path)?;
     let (route, allowed) = match api_path {
         "/" => (Route::Root, "GET"),
@@ -58,6 +80,45 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
             path: path.to_owned(),
             allowed,
         })
+    }
+}
+
+fn store_route(method: &Method, path: &str) -> Result<StoreRoute, ApiError> {
+    let not_allowed = |allowed| ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: path.to_owned(),
+        allowed,
+    };
+    let get = method == Method::GET || method == Method::HEAD;
+    let rest = path
+        .strip_prefix("/models")
+        .unwrap_or("")
+        .trim_start_matches('/');
+    if rest.is_empty() {
+        return if get {
+            Ok(StoreRoute::List)
+        } else {
+            Err(not_allowed("GET"))
+        };
+    }
+    if rest == "create" && method == Method::POST {
+        return Ok(StoreRoute::Create);
+    }
+    if method == Method::POST {
+        if let Some(name) = rest.strip_suffix("/tag") {
+            return Ok(StoreRoute::Tag(percent_decode(name)));
+        }
+        if let Some(name) = rest.strip_suffix("/push") {
+            return Ok(StoreRoute::Push(percent_decode(name)));
+        }
+    }
+    let name = percent_decode(rest);
+    if get {
+        Ok(StoreRoute::Get(name))
+    } else if method == Method::DELETE {
+        Ok(StoreRoute::Delete(name))
+    } else {
+        Err(not_allowed("GET, DELETE"))
     }
 }
 
@@ -130,6 +191,40 @@ mod tests {
                 Route::Model("ai/smollm2:latest".into())
             );
         }
+    }
+
+    #[test]
+    fn docker_store_routes() {
+        let r = |m: Method, p: &str| route(&m, p).unwrap();
+        assert_eq!(r(Method::GET, "/models"), Route::Store(StoreRoute::List));
+        assert_eq!(
+            r(Method::POST, "/models/create"),
+            Route::Store(StoreRoute::Create)
+        );
+        assert_eq!(
+            r(Method::GET, "/models/ai/smollm2:latest"),
+            Route::Store(StoreRoute::Get("ai/smollm2:latest".into()))
+        );
+        assert_eq!(
+            r(Method::DELETE, "/models/localhost:5000/a/b:v1"),
+            Route::Store(StoreRoute::Delete("localhost:5000/a/b:v1".into()))
+        );
+        assert_eq!(
+            r(Method::POST, "/models/ai/smollm2/tag"),
+            Route::Store(StoreRoute::Tag("ai/smollm2".into()))
+        );
+        assert_eq!(
+            r(Method::POST, "/models/ai%2Fsmollm2/push"),
+            Route::Store(StoreRoute::Push("ai/smollm2".into()))
+        );
+        assert!(matches!(
+            route(&Method::PUT, "/models/x"),
+            Err(ApiError::MethodNotAllowed { .. })
+        ));
+        assert!(matches!(
+            route(&Method::POST, "/models"),
+            Err(ApiError::MethodNotAllowed { .. })
+        ));
     }
 
     #[test]

@@ -114,7 +114,7 @@ async fn refresh_worker(record: WorkerRecord, previous: &Snapshot) -> WorkerView
             let models = status
                 .models
                 .iter()
-                .filter(|m| m.loaded)
+                .filter(|m| m.loaded || m.on_demand)
                 .map(|m| carry_route(m, old.map(AsRef::as_ref)))
                 .collect();
             WorkerView {

@@ -59,6 +59,19 @@ impl Snapshot {
         self.workers.iter().any(|w| w.model(model).is_some())
     }
 
+    /// The name some worker lists for `model`: `model` itself, or its
+    /// normalised reference in the familiar form (`smollm2` →
+    /// `ai/smollm2:latest`).
+    pub fn resolve_name(&self, model: &str, default_registry: &str) -> Option<String> {
+        if self.knows_model(model) {
+            return Some(model.to_owned());
+        }
+        let familiar = herd_store::ModelRef::parse(model, default_registry)
+            .ok()?
+            .familiar(default_registry);
+        self.knows_model(&familiar).then_some(familiar)
+    }
+
     /// Distinct models served by healthy workers, with their earliest load
     /// time, sorted by name.
     pub fn models(&self) -> Vec<(String, i64)> {

@@ -222,6 +222,26 @@ pub trait Engine: Send + Sync + 'static {
     /// Embeds `inputs` with `model`.
     async fn embed(&self, model: &str, inputs: Vec<EmbedInput>) -> Result<Embeddings, EngineError>;
 
+    /// Loads the GGUF at `config.path` as `config.name` (nothing if a model
+    /// of that name is loaded).
+    async fn load(&self, config: crate::config::ModelConfig) -> Result<(), EngineError> {
+        Err(EngineError::InvalidRequest(format!(
+            "this engine cannot load `{}` on demand",
+            config.name
+        )))
+    }
+
+    /// Whether a model named `name` is loaded.
+    fn serves(&self, name: &str) -> bool {
+        self.status().models.iter().any(|m| m.name == name)
+    }
+
+    /// Unloads `name`; generations in flight finish first. Returns whether
+    /// it was loaded.
+    fn unload(&self, _name: &str) -> bool {
+        false
+    }
+
     /// A snapshot of models, slots and counters.
     fn status(&self) -> EngineStatus;
 }

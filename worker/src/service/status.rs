@@ -33,6 +33,7 @@ pub fn snapshot(engine: &dyn Engine, worker_id: &str) -> pb::StatusResponse {
                 parameters: m.parameters,
                 quantization: m.quantization,
                 loaded_at: m.loaded_at_unix,
+                on_demand: false,
             })
             .collect(),
         memory: Some(pb::MemoryStatus {

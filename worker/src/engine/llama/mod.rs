@@ -11,7 +11,7 @@ mod template;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Sender, channel, sync_channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -82,7 +82,12 @@ impl ModelRunner {
 /// Runs GGUF models with llama.cpp.
 #[derive(Debug)]
 pub struct LlamaEngine {
-    models: HashMap<String, ModelRunner>,
+    /// Loaded models by name. Request paths clone an `Arc` out under the
+    /// read lock and never hold it across an await.
+    models: RwLock<HashMap<String, Arc<ModelRunner>>>,
+    /// Serialises loads, so one model is never loaded twice at once.
+    loading: tokio::sync::Mutex<()>,
+    threads: u32,
     counters: Arc<Counters>,
 }
 
@@ -94,9 +99,23 @@ impl LlamaEngine {
         let mut models = HashMap::new();
         for model_config in &config.models {
             let runner = start_model(backend, model_config, config.threads(), &counters)?;
-            models.insert(model_config.name.clone(), runner);
+            models.insert(model_config.name.clone(), Arc::new(runner));
         }
-        Ok(Self { models, counters })
+        Ok(Self {
+            models: RwLock::new(models),
+            loading: tokio::sync::Mutex::new(()),
+            threads: config.threads(),
+            counters,
+        })
+    }
+
+    fn runner(&self, name: &str) -> Result<Arc<ModelRunner>, EngineError> {
+        self.models
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::ModelNotFound(name.to_owned()))
     }
 }
 
@@ -181,10 +200,7 @@ impl Engine for LlamaEngine {
         cancel: CancellationToken,
     ) -> Result<(), EngineError> {
         let accepted_at = Instant::now();
-        let runner = self
-            .models
-            .get(&request.model)
-            .ok_or_else(|| EngineError::ModelNotFound(request.model.clone()))?;
+        let runner = self.runner(&request.model)?;
         if !runner.alive.load(Ordering::Acquire) {
             return Err(EngineError::Internal(format!(
                 "the decode loop of `{}` has stopped",
@@ -244,10 +260,7 @@ impl Engine for LlamaEngine {
     }
 
     async fn embed(&self, model: &str, inputs: Vec<EmbedInput>) -> Result<Embeddings, EngineError> {
-        let runner = self
-            .models
-            .get(model)
-            .ok_or_else(|| EngineError::ModelNotFound(model.to_owned()))?;
+        let runner = self.runner(model)?;
         let weights = runner.model.clone();
         let context_size = runner.settings.context_per_slot;
         let tokens = tokio::task::spawn_blocking(move || {
@@ -287,9 +300,48 @@ impl Engine for LlamaEngine {
         })
     }
 
+    async fn load(&self, config: ModelConfig) -> Result<(), EngineError> {
+        let _one_at_a_time = self.loading.lock().await;
+        if self.runner(&config.name).is_ok() {
+            return Ok(());
+        }
+        let backend = backend()?;
+        let (threads, counters) = (self.threads, self.counters.clone());
+        let name = config.name.clone();
+        let runner =
+            tokio::task::spawn_blocking(move || start_model(backend, &config, threads, &counters))
+                .await
+                .map_err(|e| EngineError::Internal(format!("load task failed: {e}")))??;
+        self.models
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name, Arc::new(runner));
+        Ok(())
+    }
+
+    fn serves(&self, name: &str) -> bool {
+        self.runner(name).is_ok()
+    }
+
+    fn unload(&self, name: &str) -> bool {
+        // Dropping the runner closes its job queue: the decode loop finishes
+        // the generations it has, then exits and frees the weights.
+        let removed = self
+            .models
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+        if removed.is_some() {
+            tracing::info!(model = %name, "model unloaded");
+        }
+        removed.is_some()
+    }
+
     fn status(&self) -> EngineStatus {
         let mut models: Vec<ModelInfo> = self
             .models
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .map(|r| ModelInfo {
                 name: r.config.name.clone(),

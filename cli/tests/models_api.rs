@@ -1,0 +1,302 @@
+//! Model distribution end to end: `herd package` and `herd serve` against a
+//! real OCI registry (Debian's `docker-registry` on a free loopback port),
+//! Docker Model Runner's `/models` API, and chats with pulled models on the
+//! real llama.cpp.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{Herd, assert_error, chat, model_path};
+use herd_store::artifact::{CONFIG_MEDIA_TYPE, GGUF_MEDIA_TYPE, LICENSE_MEDIA_TYPE};
+use herd_store::testing::{TestRegistry, push_by_hand};
+use serde_json::{Value, json};
+
+/// `herd package --push` the test model as `<registry>/<name>`.
+fn package_and_push(registry: &TestRegistry, name: &str) {
+    let store = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["package", "--gguf"])
+        .arg(model_path())
+        .args(["--store"])
+        .arg(store.path())
+        .args(["--push", &format!("{}/{name}", registry.host())])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "herd package failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Pushed"));
+}
+
+/// `herd serve` on an empty temp store whose default registry is the test
+/// registry, so `ai/smollm2` means `<registry>/ai/smollm2:latest`.
+async fn serve_from(registry: &TestRegistry, model: Option<&str>) -> (Herd, tempfile::TempDir) {
+    let store = tempfile::tempdir().unwrap();
+    let host = registry.host();
+    let mut args = vec![
+        "--store",
+        store.path().to_str().unwrap(),
+        "--default-registry",
+        host.as_str(),
+        "--parallel",
+        "2",
+    ];
+    if let Some(model) = model {
+        args.extend(["--model", model]);
+    }
+    (Herd::launch(&args).await, store)
+}
+
+async fn answer(herd: &Herd, model: &str) -> String {
+    let mut body = chat("Name a colour.", 12);
+    body["model"] = json!(model);
+    let (status, reply) = herd.post("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{reply}");
+    reply["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A `/models/create` pull; returns the status, content type and lines.
+async fn create(herd: &Herd, from: &Value, json_lines: bool) -> (u16, String, Vec<String>) {
+    let mut request = herd
+        .http
+        .post(format!("{}/models/create", herd.url))
+        .json(from);
+    if json_lines {
+        request = request.header("accept", "application/json");
+    }
+    let resp = request.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        content_type,
+        text.lines().map(str::to_owned).collect(),
+    )
+}
+
+async fn delete(herd: &Herd, path: &str) -> (u16, Value) {
+    let resp = herd
+        .http
+        .delete(format!("{}{path}", herd.url))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_pulled_model_answers_like_the_local_file() {
+    let registry = TestRegistry::start();
+    package_and_push(&registry, "ai/smollm2:latest");
+    // `--model ai/smollm2` is a reference: pulled, then served.
+    let (pulled, _store) = serve_from(&registry, Some("ai/smollm2")).await;
+    let from_registry = answer(&pulled, "ai/smollm2").await;
+    let local = Herd::start(2).await;
+    let from_file = answer(&local, common::MODEL).await;
+    assert!(!from_file.is_empty());
+    assert_eq!(from_registry, from_file, "temperature 0, same weights");
+}
+
+#[tokio::test]
+async fn the_models_api_pulls_lists_tags_pushes_and_deletes() {
+    let registry = TestRegistry::start();
+    package_and_push(&registry, "ai/smollm2:latest");
+    let (herd, _store) = serve_from(&registry, None).await;
+
+    // Pull with JSON-lines progress, ending in success.
+    let (status, content_type, lines) = create(&herd, &json!({"from": "ai/smollm2"}), true).await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "application/json");
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (last, progress) = events.split_last().unwrap();
+    assert_eq!(last["type"], "success", "{last}");
+    assert!(progress.len() > 1, "progress was reported");
+    assert!(progress.iter().all(|e| e["type"] == "progress"));
+    let final_bytes = progress.last().unwrap()["pulled"].as_u64().unwrap();
+    assert_eq!(final_bytes, progress[0]["total"].as_u64().unwrap());
+    let id = last["model"]["id"].as_str().unwrap().to_owned();
+
+    // Again, plain text: already stored, so only the success line.
+    let (status, content_type, lines) = create(&herd, &json!({"from": "ai/smollm2"}), false).await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/plain"));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("Model pulled successfully"));
+
+    // List and inspect, by name, by full name and by short ID.
+    let (status, list) = herd.get("/models").await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["tags"], json!(["ai/smollm2:latest"]));
+    assert_eq!(list[0]["config"]["format"], "gguf");
+    assert_eq!(list[0]["config"]["architecture"], "llama");
+    let short = &id["sha256:".len().."sha256:".len() + 12];
+    for name in ["ai/smollm2", "ai/smollm2:latest", short] {
+        let (status, model) = herd.get(&format!("/models/{name}")).await;
+        assert_eq!(status, 200, "{name}: {model}");
+        assert_eq!(model["id"], id.as_str());
+    }
+    let (status, body) = herd.get("/models/ai/nosuch").await;
+    assert_error(status, &body, 404);
+
+    // A chat naming the stored model loads it.
+    assert!(!answer(&herd, "ai/smollm2").await.is_empty());
+    let (_, models) = herd.get("/v1/models").await;
+    assert_eq!(models["data"][0]["id"], "ai/smollm2:latest");
+
+    // Tag; removing by ID now needs force, removing one tag does not.
+    let resp = herd
+        .http
+        .post(format!(
+            "{}/models/ai/smollm2/tag?repo=me/smol&tag=v2",
+            herd.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let tagged: Value = resp.json().await.unwrap();
+    assert_eq!(tagged["target"], "me/smol:v2");
+    let (_, model) = herd.get("/models/me/smol:v2").await;
+    assert_eq!(model["tags"], json!(["ai/smollm2:latest", "me/smol:v2"]));
+    let (status, body) = delete(&herd, &format!("/models/{short}")).await;
+    assert_eq!(
+        assert_error(status, &body, 409)["code"],
+        "model_multiply_tagged"
+    );
+    let (status, body) = delete(&herd, "/models/me/smol:v2").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!([{"Untagged": "me/smol:v2"}]));
+
+    // Push under a new name to the registry, then read it back there.
+    let pushed = format!("{}/pushed/smol:v1", registry.host());
+    let resp = herd
+        .http
+        .post(format!(
+            "{}/models/ai/smollm2/tag?repo={}/pushed/smol&tag=v1",
+            herd.url,
+            registry.host()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let resp = herd
+        .http
+        .post(format!("{}/models/{pushed}/push", herd.url))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.text().await.unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "success", "{text}");
+    assert_eq!(last["mode"], "push");
+    let manifest = herd
+        .http
+        .get(format!(
+            "http://{}/v2/pushed/smol/manifests/v1",
+            registry.host()
+        ))
+        .header("accept", herd_store::artifact::MANIFEST_MEDIA_TYPE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(manifest.status().as_u16(), 200);
+    assert_eq!(
+        herd_store::sha256_digest(&manifest.bytes().await.unwrap()),
+        id,
+        "the registry holds the same manifest bytes"
+    );
+    delete(&herd, &format!("/models/{pushed}")).await;
+
+    // Loaded: refused without force, then forced (unloads and deletes).
+    let (status, body) = delete(&herd, "/models/ai/smollm2").await;
+    assert_eq!(assert_error(status, &body, 409)["code"], "model_loaded");
+    let (status, body) = delete(&herd, "/models/ai/smollm2?force=true").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!([{"Untagged": "ai/smollm2:latest"}, {"Deleted": id}])
+    );
+    let (_, list) = herd.get("/models").await;
+    assert_eq!(list, json!([]));
+    let (status, body) = herd.post("/v1/chat/completions", &chat("Hi", 4)).await;
+    assert_error(status, &body, 404);
+}
+
+#[tokio::test]
+async fn bad_pulls_get_the_right_status() {
+    let registry = TestRegistry::start();
+    // A container image, not a model.
+    push_by_hand(
+        &registry.host(),
+        "test/image",
+        "v1",
+        ("application/vnd.oci.image.config.v1+json", b"{}"),
+        &[("application/vnd.oci.image.layer.v1.tar", b"layer")],
+    )
+    .await;
+    let (herd, _store) = serve_from(&registry, None).await;
+    let cases = [
+        (
+            json!({"from": "test/image:v1"}),
+            422,
+            "unsupported_media_type",
+        ),
+        (json!({"from": "ai/nosuch"}), 404, "model_not_found"),
+        (json!({"from": "Not A/Reference"}), 400, "invalid_reference"),
+        (json!({"from": ""}), 400, "invalid_value"),
+        (json!({}), 400, "invalid_value"),
+    ];
+    for (body, want, code) in cases {
+        let resp = herd
+            .http
+            .post(format!("{}/models/create", herd.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let reply: Value = resp.json().await.unwrap();
+        let err = assert_error(status, &reply, want);
+        assert_eq!(err["code"], code, "{body}: {reply}");
+    }
+    let (status, body) = herd.post_raw("/models/create", b"{oops".to_vec()).await;
+    assert_error(status, &body, 400);
+    let (_, list) = herd.get("/models").await;
+    assert_eq!(list, json!([]), "nothing was stored");
+}
+
+#[tokio::test]
+async fn a_model_pushed_by_another_client_is_served() {
+    let registry = TestRegistry::start();
+    let gguf = std::fs::read(model_path()).unwrap();
+    let config = br#"{"config":{"format":"gguf","architecture":"llama","context_size":2048},"descriptor":{},"rootfs":{"type":"rootfs","diff_ids":[]}}"#;
+    push_by_hand(
+        &registry.host(),
+        "other/smol",
+        "hand",
+        (CONFIG_MEDIA_TYPE, config),
+        &[(GGUF_MEDIA_TYPE, &gguf), (LICENSE_MEDIA_TYPE, b"MIT")],
+    )
+    .await;
+    let (herd, _store) = serve_from(&registry, Some("other/smol:hand")).await;
+    assert!(!answer(&herd, "other/smol:hand").await.is_empty());
+    // The artifact's context size (2048) is the slot context.
+    let status = herd.worker_status().await;
+    assert_eq!(status["models"][0]["context_size"], 2048, "{status}");
+}

@@ -1,0 +1,231 @@
+//! The store RPCs: pull, push, list, get, delete, tag.
+
+use std::sync::Arc;
+
+use herd_proto::v1 as pb;
+use herd_store::{Progress, ProgressFn, StoredModel};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::catalog::Catalog;
+use crate::engine::Engine;
+use crate::error::CatalogError;
+
+/// Progress events waiting for a slow client before the transfer waits.
+const EVENT_BUFFER: usize = 64;
+
+pub type TransferStream = ReceiverStream<Result<pb::TransferEvent, Status>>;
+
+/// The wire form of a stored model.
+pub fn to_wire(catalog: &Catalog, engine: &dyn Engine, model: &StoredModel) -> pb::StoredModel {
+    pb::StoredModel {
+        id: model.id.clone(),
+        tags: model
+            .tags
+            .iter()
+            .map(|t| catalog.store().familiar(t))
+            .collect(),
+        created: model.config.created_unix(),
+        config_json: serde_json::to_string(&model.config.config).unwrap_or_default(),
+        loaded: !catalog.loaded_names(engine, model).is_empty(),
+        size_bytes: model.manifest.total_size(),
+    }
+}
+
+/// Runs a blocking store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    catalog: &Arc<Catalog>,
+    f: impl FnOnce(&Catalog) -> Result<T, CatalogError> + Send + 'static,
+) -> Result<T, CatalogError> {
+    let catalog = catalog.clone();
+    tokio::task::spawn_blocking(move || f(&catalog))
+        .await
+        .map_err(|e| {
+            CatalogError::Store(herd_store::StoreError::Io {
+                context: "store task failed".into(),
+                source: std::io::Error::other(e),
+            })
+        })?
+}
+
+fn progress_sender(tx: mpsc::Sender<Result<pb::TransferEvent, Status>>) -> ProgressFn {
+    Arc::new(move |p: Progress| {
+        // Progress is advisory: drop an update rather than stall the transfer.
+        let _ = tx.try_send(Ok(pb::TransferEvent {
+            event: Some(pb::transfer_event::Event::Progress(pb::TransferProgress {
+                digest: p.digest,
+                size: p.size,
+                current: p.current,
+                total: p.total,
+            })),
+        }));
+    })
+}
+
+pub fn pull(
+    catalog: Arc<Catalog>,
+    engine: Arc<dyn Engine>,
+    request: pb::PullModelRequest,
+) -> Result<TransferStream, Status> {
+    let reference = catalog
+        .store()
+        .parse_ref(&request.reference)
+        .map_err(CatalogError::from)?;
+    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+    tokio::spawn(async move {
+        let progress = progress_sender(tx.clone());
+        let result = catalog
+            .registry()
+            .pull(catalog.store(), &reference, progress)
+            .await;
+        let event = match result {
+            Ok(pulled) => {
+                tracing::info!(
+                    reference = %reference,
+                    id = %pulled.model.id,
+                    transferred = pulled.transferred,
+                    cached = pulled.cached,
+                    "model pulled"
+                );
+                Ok(done(&catalog, engine.as_ref(), &pulled.model))
+            }
+            Err(e) => Err(Status::from(CatalogError::from(e))),
+        };
+        let _ = tx.send(event).await;
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+pub async fn push(
+    catalog: Arc<Catalog>,
+    engine: Arc<dyn Engine>,
+    request: pb::PushModelRequest,
+) -> Result<TransferStream, Status> {
+    let target = catalog
+        .store()
+        .parse_ref(&request.reference)
+        .map_err(CatalogError::from)?;
+    let text = request.reference.clone();
+    let model = blocking(&catalog, move |c| Ok(c.store().resolve(&text)?)).await?;
+    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+    tokio::spawn(async move {
+        let progress = progress_sender(tx.clone());
+        let result = catalog
+            .registry()
+            .push(catalog.store(), &model, &target, progress)
+            .await;
+        let event = match result {
+            Ok(()) => {
+                tracing::info!(target = %target, id = %model.id, "model pushed");
+                Ok(done(&catalog, engine.as_ref(), &model))
+            }
+            Err(e) => Err(Status::from(CatalogError::from(e))),
+        };
+        let _ = tx.send(event).await;
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+fn done(catalog: &Catalog, engine: &dyn Engine, model: &StoredModel) -> pb::TransferEvent {
+    pb::TransferEvent {
+        event: Some(pb::transfer_event::Event::Done(to_wire(
+            catalog, engine, model,
+        ))),
+    }
+}
+
+pub async fn list(
+    catalog: &Arc<Catalog>,
+    engine: &dyn Engine,
+) -> Result<pb::ListModelsResponse, Status> {
+    let models = blocking(catalog, |c| Ok(c.store().list()?)).await?;
+    Ok(pb::ListModelsResponse {
+        models: models.iter().map(|m| to_wire(catalog, engine, m)).collect(),
+    })
+}
+
+pub async fn get(
+    catalog: &Arc<Catalog>,
+    engine: &dyn Engine,
+    request: pb::GetModelRequest,
+) -> Result<pb::StoredModel, Status> {
+    let model = blocking(catalog, move |c| {
+        Ok(c.store().resolve(&request.reference)?)
+    })
+    .await?;
+    Ok(to_wire(catalog, engine, &model))
+}
+
+pub async fn delete(
+    catalog: &Arc<Catalog>,
+    engine: Arc<dyn Engine>,
+    request: pb::DeleteModelRequest,
+) -> Result<pb::DeleteModelResponse, Status> {
+    let removal = blocking(catalog, move |c| {
+        c.remove(engine.as_ref(), &request.reference, request.force)
+    })
+    .await?;
+    tracing::info!(untagged = ?removal.untagged, deleted = ?removal.deleted, "model removed");
+    Ok(pb::DeleteModelResponse {
+        untagged: removal
+            .untagged
+            .iter()
+            .map(|t| catalog.store().familiar(t))
+            .collect(),
+        deleted: removal.deleted.unwrap_or_default(),
+    })
+}
+
+pub async fn tag(
+    catalog: &Arc<Catalog>,
+    engine: &dyn Engine,
+    request: pb::TagModelRequest,
+) -> Result<pb::StoredModel, Status> {
+    let model = blocking(catalog, move |c| {
+        Ok(c.store().tag(&request.source, &request.target)?)
+    })
+    .await?;
+    Ok(to_wire(catalog, engine, &model))
+}
+
+/// Stored models not loaded, as `Status` entries, so gateways route
+/// requests for them here (the first request loads the model).
+pub fn unloaded_statuses(catalog: &Catalog, engine: &dyn Engine) -> Vec<pb::ModelStatus> {
+    let Ok(models) = catalog.store().list() else {
+        return Vec::new();
+    };
+    let loaded: Vec<String> = engine.status().models.into_iter().map(|m| m.path).collect();
+    let mut out = Vec::new();
+    for model in models {
+        let path = catalog
+            .store()
+            .gguf_path(&model)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if loaded.contains(&path) {
+            continue;
+        }
+        let context_size = catalog
+            .model_config(String::new(), &model)
+            .and_then(|c| c.context_size)
+            .unwrap_or(crate::config::DEFAULT_CONTEXT_SIZE);
+        for tag in &model.tags {
+            out.push(pb::ModelStatus {
+                name: catalog.store().familiar(tag),
+                path: path.clone(),
+                size_bytes: model.manifest.total_size(),
+                context_size,
+                slots_total: catalog.defaults().parallel,
+                slots_busy: 0,
+                loaded: false,
+                on_demand: true,
+                architecture: model.config.config.architecture.clone(),
+                parameters: 0,
+                quantization: model.config.config.quantization.clone(),
+                loaded_at: 0,
+            });
+        }
+    }
+    out
+}
