@@ -100,7 +100,7 @@ impl GatewayConfig {
         if self.status_interval_ms < 50 {
             return Err(invalid("status_interval_ms", "must be at least 50"));
         }
-        if let Err(e) = herd_store::ModelRef::parse("ai/probe", &self.default_registry) {
+        if let Err(e) = herd_store::reference::check_registry(&self.default_registry) {
             return Err(invalid("default_registry", &e.to_string()));
         }
         for (i, w) in self.workers.iter().enumerate() {
@@ -147,6 +147,13 @@ mod tests {
             toml::from_str("[[workers]]\nid = 'w'\nendpoint = 'localhost:1'").unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("workers[0].endpoint"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_default_registry_names_the_field() {
+        let config: GatewayConfig = toml::from_str("default_registry = 'a b'").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("default_registry"), "{err}");
     }
 
     #[test]

@@ -152,6 +152,14 @@ pub fn as_model_id(text: &str) -> Option<&str> {
     (is_hex && (hex.len() == 12 || hex.len() == 64)).then_some(hex)
 }
 
+/// Checks a registry host (`host[:port]`), e.g. a configured default.
+pub fn check_registry(host: &str) -> Result<(), StoreError> {
+    validate_registry(host).map_err(|reason| StoreError::InvalidReference {
+        reference: host.to_owned(),
+        reason,
+    })
+}
+
 /// Docker's rule: a first component with a `.` or `:`, or `localhost`, is a
 /// registry host.
 fn is_registry(component: &str) -> bool {

@@ -224,7 +224,7 @@ impl WorkerConfig {
         if store.path.as_os_str().is_empty() {
             return Err(invalid("store.path".into(), "must not be empty"));
         }
-        if let Err(e) = herd_store::ModelRef::parse("ai/probe", &store.default_registry) {
+        if let Err(e) = herd_store::reference::check_registry(&store.default_registry) {
             return Err(invalid("store.default_registry".into(), &e.to_string()));
         }
         if store.parallel == 0 || store.parallel > 256 {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use herd_worker::{
-    Engine, GrpcServer, LlamaEngine, MockConfig, MockEngine, ModelConfig, WorkerConfig,
+    Catalog, Engine, GrpcServer, LlamaEngine, MockConfig, MockEngine, ModelConfig, WorkerConfig,
 };
 
 /// Which engine runs generations.
@@ -79,6 +79,9 @@ struct Args {
     /// Name of --model (default: from the file name).
     #[arg(long, requires = "model")]
     name: Option<String>,
+    /// Model store directory; overrides the file's `store.path`.
+    #[arg(long = "store", env = "HERD_STORE")]
+    store: Option<PathBuf>,
     /// Engine: `llama` (the file's models) or `mock` (see the --mock-* flags).
     #[arg(long, value_enum, default_value = "llama", env = "HERD_WORKER_ENGINE")]
     engine: EngineKind,
@@ -102,6 +105,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(store) = args.store {
+        config.store.path = store;
+    }
     if let Some(path) = args.model {
         config.models.push(ModelConfig::from_path(path, args.name));
     }
@@ -116,9 +122,16 @@ async fn main() -> anyhow::Result<()> {
         ),
         EngineKind::Mock => Arc::new(MockEngine::new(args.mock.config())?),
     };
+    let catalog = Catalog::open(&config.store).with_context(|| {
+        format!(
+            "cannot open the model store at {}",
+            config.store.path.display()
+        )
+    })?;
     let server = GrpcServer::bind(config.listen, config.worker_id.clone(), engine)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .with_context(|| format!("cannot listen on {}", config.listen))?
+        .with_catalog(Arc::new(catalog));
     server
         .serve(async {
             let _ = tokio::signal::ctrl_c().await;
