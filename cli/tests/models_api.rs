@@ -9,8 +9,10 @@ mod common;
 use std::process::Command;
 
 use common::{Herd, assert_error, chat, model_path};
-use herd_store::artifact::{CONFIG_MEDIA_TYPE, GGUF_MEDIA_TYPE, LICENSE_MEDIA_TYPE};
-use herd_store::testing::{TestRegistry, push_by_hand};
+use herd_store::artifact::{
+    CHAT_TEMPLATE_MEDIA_TYPE, CONFIG_MEDIA_TYPE, GGUF_MEDIA_TYPE, LICENSE_MEDIA_TYPE,
+};
+use herd_store::testing::{CuttingProxy, TestRegistry, push_by_hand};
 use serde_json::{Value, json};
 
 /// `herd package --push` the test model as `<registry>/<name>`.
@@ -36,19 +38,24 @@ fn package_and_push(registry: &TestRegistry, name: &str) {
 /// registry, so `ai/smollm2` means `<registry>/ai/smollm2:latest`.
 async fn serve_from(registry: &TestRegistry, model: Option<&str>) -> (Herd, tempfile::TempDir) {
     let store = tempfile::tempdir().unwrap();
-    let host = registry.host();
+    let herd = serve_store(store.path(), &registry.host(), model).await;
+    (herd, store)
+}
+
+/// `herd serve` on the store at `store`, with `host` as default registry.
+async fn serve_store(store: &std::path::Path, host: &str, model: Option<&str>) -> Herd {
     let mut args = vec![
         "--store",
-        store.path().to_str().unwrap(),
+        store.to_str().unwrap(),
         "--default-registry",
-        host.as_str(),
+        host,
         "--parallel",
         "2",
     ];
     if let Some(model) = model {
         args.extend(["--model", model]);
     }
-    (Herd::launch(&args).await, store)
+    Herd::launch(&args).await
 }
 
 async fn answer(herd: &Herd, model: &str) -> String {
@@ -291,12 +298,87 @@ async fn a_model_pushed_by_another_client_is_served() {
         "other/smol",
         "hand",
         (CONFIG_MEDIA_TYPE, config),
-        &[(GGUF_MEDIA_TYPE, &gguf), (LICENSE_MEDIA_TYPE, b"MIT")],
+        &[
+            (GGUF_MEDIA_TYPE, &gguf),
+            (LICENSE_MEDIA_TYPE, b"MIT"),
+            // Bare contents, no roles or system prompt: far fewer prompt
+            // tokens than SmolLM2's own template (about 30 for this chat).
+            (
+                CHAT_TEMPLATE_MEDIA_TYPE,
+                b"{% for m in messages %}{{ m.content }}{% endfor %}",
+            ),
+        ],
     )
     .await;
     let (herd, _store) = serve_from(&registry, Some("other/smol:hand")).await;
-    assert!(!answer(&herd, "other/smol:hand").await.is_empty());
+    let mut body = chat("Name a colour.", 4);
+    body["model"] = json!("other/smol:hand");
+    let (status, reply) = herd.post("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{reply}");
+    let prompt_tokens = reply["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        prompt_tokens < 10,
+        "the artifact's chat template was used: {prompt_tokens} prompt tokens"
+    );
     // The artifact's context size (2048) is the slot context.
     let status = herd.worker_status().await;
     assert_eq!(status["models"][0]["context_size"], 2048, "{status}");
+}
+
+#[tokio::test]
+async fn a_pull_killed_halfway_resumes_after_a_restart() {
+    let registry = TestRegistry::start();
+    package_and_push(&registry, "ai/smollm2:latest");
+    // Clients reach the registry through a proxy that stops sending after
+    // 40 MB and holds the connection: the pull hangs halfway.
+    const BUDGET: u64 = 40_000_000;
+    let proxy = CuttingProxy::start_stalling(registry.addr(), BUDGET).await;
+    let store = tempfile::tempdir().unwrap();
+    let herd = serve_store(store.path(), &proxy.host(), None).await;
+    let pull = herd
+        .http
+        .post(format!("{}/models/create", herd.url))
+        .json(&json!({"from": "ai/smollm2"}))
+        .send();
+    let pull = tokio::spawn(pull);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while proxy.forwarded() < BUDGET {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pull never got going"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Give the worker a moment to write what it received, then kill -9.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    herd.kill().await;
+    let _ = pull.await;
+    let partial: u64 = std::fs::read_dir(store.path().join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(
+        partial > BUDGET / 2,
+        "a partial download was kept: {partial} bytes"
+    );
+
+    // Restart on the same store: no half model is visible; the pull resumes.
+    proxy.unlimit();
+    let before = proxy.forwarded();
+    let herd = serve_store(store.path(), &proxy.host(), None).await;
+    let (_, list) = herd.get("/models").await;
+    assert_eq!(list, json!([]));
+    let (status, _, lines) = create(&herd, &json!({"from": "ai/smollm2"}), true).await;
+    assert_eq!(status, 200);
+    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["type"], "success", "{lines:?}");
+    let total: u64 = std::fs::metadata(model_path()).unwrap().len();
+    let fetched = proxy.forwarded() - before;
+    assert!(
+        fetched < total - partial / 2,
+        "resumed: {fetched} bytes fetched for a {total}-byte GGUF ({partial} kept)"
+    );
+    assert!(!answer(&herd, "ai/smollm2").await.is_empty());
 }

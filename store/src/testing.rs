@@ -99,8 +99,10 @@ impl Drop for TestRegistry {
 }
 
 /// A loopback TCP proxy to `upstream` that forwards at most `budget` bytes
-/// from upstream to clients in total, then cuts every connection — a
-/// transfer killed halfway. [`CuttingProxy::unlimit`] lifts the budget.
+/// from upstream to clients in total, then either cuts every connection (a
+/// transfer broken halfway) or holds them open without sending more (a
+/// transfer hanging halfway, until the client is killed).
+/// [`CuttingProxy::unlimit`] lifts the budget.
 #[derive(Debug, Clone)]
 pub struct CuttingProxy {
     addr: SocketAddr,
@@ -109,7 +111,17 @@ pub struct CuttingProxy {
 }
 
 impl CuttingProxy {
+    /// Cuts connections once `budget` bytes have been forwarded.
     pub async fn start(upstream: SocketAddr, budget: u64) -> Self {
+        Self::spawn(upstream, budget, false).await
+    }
+
+    /// Stalls connections once `budget` bytes have been forwarded.
+    pub async fn start_stalling(upstream: SocketAddr, budget: u64) -> Self {
+        Self::spawn(upstream, budget, true).await
+    }
+
+    async fn spawn(upstream: SocketAddr, budget: u64, stall: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind proxy");
@@ -134,15 +146,28 @@ impl CuttingProxy {
                         let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
                     });
                     let mut buf = vec![0u8; 64 << 10];
-                    while let Ok(n) = server_rx.read(&mut buf).await {
+                    'relay: while let Ok(n) = server_rx.read(&mut buf).await {
                         if n == 0 {
                             break;
                         }
-                        let before = forwarded.fetch_add(n as u64, Ordering::SeqCst);
-                        let allowed = budget.load(Ordering::SeqCst).saturating_sub(before);
-                        let n_send = (n as u64).min(allowed) as usize;
-                        if client_tx.write_all(&buf[..n_send]).await.is_err() || n_send < n {
-                            break;
+                        let mut offset = 0;
+                        while offset < n {
+                            let allowed = budget
+                                .load(Ordering::SeqCst)
+                                .saturating_sub(forwarded.load(Ordering::SeqCst));
+                            if allowed == 0 {
+                                if !stall {
+                                    break 'relay;
+                                }
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                continue;
+                            }
+                            let k = (allowed.min((n - offset) as u64)) as usize;
+                            forwarded.fetch_add(k as u64, Ordering::SeqCst);
+                            if client_tx.write_all(&buf[offset..offset + k]).await.is_err() {
+                                break 'relay;
+                            }
+                            offset += k;
                         }
                     }
                     up.abort();
@@ -157,7 +182,7 @@ impl CuttingProxy {
         self.addr.to_string()
     }
 
-    /// Bytes the proxy has passed on (or tried to) so far.
+    /// Bytes the proxy has passed on so far.
     pub fn forwarded(&self) -> u64 {
         self.forwarded.load(Ordering::SeqCst)
     }

@@ -86,6 +86,10 @@ impl Catalog {
         let path = self.store.gguf_path(model)?;
         let mut config = ModelConfig::from_path(path, Some(name));
         config.parallel = self.defaults.parallel;
+        config.chat_template = model
+            .manifest
+            .chat_template_layer()
+            .map(|layer| self.store.blob_path(&layer.digest));
         config.context_size = self.defaults.context_size.or_else(|| {
             model.config.config.context_size.map(|c| {
                 u32::try_from(c)

@@ -124,6 +124,10 @@ pub struct ModelConfig {
     /// Layers offloaded to the GPU (all by default; ignored by CPU builds).
     #[serde(default = "default_gpu_layers")]
     pub gpu_layers: u32,
+    /// A Jinja chat template file to use instead of the GGUF's own (a model
+    /// artifact's `chat.template.jinja` layer).
+    #[serde(default)]
+    pub chat_template: Option<PathBuf>,
 }
 
 fn default_gpu_layers() -> u32 {
@@ -141,6 +145,7 @@ impl ModelConfig {
             parallel: default_parallel(),
             context_size: None,
             gpu_layers: default_gpu_layers(),
+            chat_template: None,
         }
     }
 }

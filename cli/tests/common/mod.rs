@@ -150,6 +150,15 @@ impl Herd {
         parse_sse(&text)
     }
 
+    /// Kills the process with SIGKILL (no chance to clean up) and waits.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("herd serve did not die")
+            .unwrap();
+    }
+
     /// Sends SIGTERM and waits (bounded) for the process to exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("still running");

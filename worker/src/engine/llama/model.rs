@@ -51,11 +51,19 @@ impl LoadedModel {
         };
         let bos = token_text(vocab.bos());
         let eos = token_text(vocab.eos());
-        let source = weights
-            .chat_template(None)
-            .ok()
-            .and_then(|t| t.to_string().ok())
-            .unwrap_or_else(|| CHATML_TEMPLATE.to_owned());
+        let source = match &config.chat_template {
+            Some(file) => std::fs::read_to_string(file).map_err(|e| {
+                EngineError::Internal(format!(
+                    "cannot read the chat template {}: {e}",
+                    file.display()
+                ))
+            })?,
+            None => weights
+                .chat_template(None)
+                .ok()
+                .and_then(|t| t.to_string().ok())
+                .unwrap_or_else(|| CHATML_TEMPLATE.to_owned()),
+        };
         let template = ChatTemplate::new(&source, bos, eos)?;
         let meta = |key: &str| weights.meta_val_str(key).unwrap_or_default();
         let architecture = meta("general.architecture");
