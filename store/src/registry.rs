@@ -489,7 +489,21 @@ fn classify(reference: &ModelRef, full: &str, source: OciDistributionError) -> S
         OciDistributionError::ServerError { code: 404, .. } => {
             StoreError::NotFound(full.to_owned())
         }
-        OciDistributionError::UnauthorizedError { .. }
+        OciDistributionError::RequestError(e) if e.status().map(|s| s.as_u16()) == Some(404) => {
+            StoreError::NotFound(full.to_owned())
+        }
+        OciDistributionError::RequestError(e)
+            if matches!(e.status().map(|s| s.as_u16()), Some(401 | 403)) =>
+        {
+            StoreError::Unauthorized {
+                registry,
+                message: source.to_string(),
+            }
+        }
+        OciDistributionError::ServerError {
+            code: 401 | 403, ..
+        }
+        | OciDistributionError::UnauthorizedError { .. }
         | OciDistributionError::AuthenticationFailure(_) => StoreError::Unauthorized {
             registry,
             message: source.to_string(),

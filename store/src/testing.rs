@@ -22,19 +22,42 @@ pub struct TestRegistry {
     dir: tempfile::TempDir,
 }
 
+/// The user [`TestRegistry::start_with_basic_auth`] accepts.
+pub const TEST_USER: &str = "herd";
+/// Its password.
+pub const TEST_PASSWORD: &str = "herd-test-password";
+/// bcrypt (cost 4) of [`TEST_PASSWORD`], for the registry's htpasswd file.
+const TEST_PASSWORD_BCRYPT: &str = "$2a$04$2rIzooBjlAaG8JqZ.ByUOOC1sUQzUF41HZuV4q7RzQT1aEwxr5Lve";
+
 impl TestRegistry {
-    /// Starts the registry and waits until it listens.
+    /// Starts an open registry and waits until it listens.
     pub fn start() -> Self {
+        Self::launch(false)
+    }
+
+    /// Starts a registry that demands HTTP basic auth as
+    /// [`TEST_USER`]/[`TEST_PASSWORD`] for every request.
+    pub fn start_with_basic_auth() -> Self {
+        Self::launch(true)
+    }
+
+    fn launch(basic_auth: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("write registry config");
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n",
+            dir.path().join("data").display()
+        );
+        if basic_auth {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{TEST_USER}:{TEST_PASSWORD_BCRYPT}\n"))
+                .expect("write htpasswd");
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: herd-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, text).expect("write registry config");
         let binary = std::env::var("HERD_TEST_REGISTRY_BIN")
             .unwrap_or_else(|_| "docker-registry".to_owned());
         let mut child = Command::new(&binary)

@@ -6,10 +6,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use herd_store::artifact::{CONFIG_MEDIA_TYPE, GGUF_MEDIA_TYPE, LICENSE_MEDIA_TYPE};
-use herd_store::testing::{CuttingProxy, TestRegistry, push_by_hand, test_model_path};
+use herd_store::testing::{
+    CuttingProxy, TEST_PASSWORD, TEST_USER, TestRegistry, push_by_hand, test_model_path,
+};
 use herd_store::{
-    ErrorKind, PackageRequest, Progress, ProgressFn, Registry, RegistryOptions, Store, StoreError,
-    sha256_digest,
+    Credentials, ErrorKind, PackageRequest, Progress, ProgressFn, Registry, RegistryOptions, Store,
+    StoreError, sha256_digest,
 };
 
 fn store(dir: &Path) -> Store {
@@ -304,4 +306,52 @@ async fn wrong_media_type_unknown_model_and_bad_reference_are_told_apart() {
     let err = pull(format!("{host}/Test/Bad:v1")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{err:?}");
     assert!(local.list().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_is_sent_and_refusals_are_unauthorized() {
+    let registry_process = TestRegistry::start_with_basic_auth();
+    let dir = tempfile::tempdir().unwrap();
+    let local = store(dir.path());
+    let tag = format!("{}/private/smollm2:v1", registry_process.host());
+    let packaged = package_smollm2(&local, &tag);
+    let reference = local.parse_ref(&tag).unwrap();
+    let with = |username: &str, password: &str| {
+        Registry::new(RegistryOptions {
+            credentials: Credentials::Basic {
+                username: username.into(),
+                password: password.into(),
+            },
+            insecure: Vec::new(),
+        })
+    };
+    let err = registry()
+        .push(&local, &packaged, &reference, quiet())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Unauthorized,
+        "anonymous push: {err:?}"
+    );
+    with(TEST_USER, TEST_PASSWORD)
+        .push(&local, &packaged, &reference, quiet())
+        .await
+        .unwrap();
+    local.remove(&tag, false).unwrap();
+    for (name, registry) in [
+        ("anonymous", registry()),
+        ("wrong password", with(TEST_USER, "nope")),
+    ] {
+        let err = registry
+            .pull(&local, &reference, quiet())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthorized, "{name}: {err:?}");
+    }
+    let pulled = with(TEST_USER, TEST_PASSWORD)
+        .pull(&local, &reference, quiet())
+        .await
+        .unwrap();
+    assert_eq!(pulled.model.id, packaged.id);
 }
