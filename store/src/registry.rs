@@ -104,6 +104,8 @@ impl Registry {
             protocol: ClientProtocol::HttpsExcept(insecure),
             connect_timeout: Some(std::time::Duration::from_secs(10)),
             read_timeout: Some(std::time::Duration::from_secs(60)),
+            // One PUT per blob (POST + PUT): fewer round trips than chunks.
+            use_monolithic_push: true,
             ..ClientConfig::default()
         });
         let repository = reference.repository().to_owned();
