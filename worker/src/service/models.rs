@@ -72,29 +72,20 @@ pub fn pull(
         .store()
         .parse_ref(&request.reference)
         .map_err(CatalogError::from)?;
-    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-    tokio::spawn(async move {
-        let progress = progress_sender(tx.clone());
-        let result = catalog
+    Ok(transfer(catalog, engine, move |catalog, progress| async move {
+        let pulled = catalog
             .registry()
             .pull(catalog.store(), &reference, progress)
-            .await;
-        let event = match result {
-            Ok(pulled) => {
-                tracing::info!(
-                    reference = %reference,
-                    id = %pulled.model.id,
-                    transferred = pulled.transferred,
-                    cached = pulled.cached,
-                    "model pulled"
-                );
-                Ok(done(&catalog, engine.as_ref(), &pulled.model))
-            }
-            Err(e) => Err(Status::from(CatalogError::from(e))),
-        };
-        let _ = tx.send(event).await;
-    });
-    Ok(ReceiverStream::new(rx))
+            .await?;
+        tracing::info!(
+            reference = %reference,
+            id = %pulled.model.id,
+            transferred = pulled.transferred,
+            cached = pulled.cached,
+            "model pulled"
+        );
+        Ok(pulled.model)
+    }))
 }
 
 pub async fn push(
@@ -108,23 +99,34 @@ pub async fn push(
         .map_err(CatalogError::from)?;
     let text = request.reference.clone();
     let model = blocking(&catalog, move |c| Ok(c.store().resolve(&text)?)).await?;
+    Ok(transfer(catalog, engine, move |catalog, progress| async move {
+        catalog
+            .registry()
+            .push(catalog.store(), &model, &target, progress)
+            .await?;
+        tracing::info!(target = %target, id = %model.id, "model pushed");
+        Ok(model)
+    }))
+}
+
+/// Runs a transfer in its own task: progress events, then the model (or
+/// the error) as the stream's last item. A client that goes away does not
+/// stop it: the model lands in the store either way.
+fn transfer<F, Fut>(catalog: Arc<Catalog>, engine: Arc<dyn Engine>, run: F) -> TransferStream
+where
+    F: FnOnce(Arc<Catalog>, ProgressFn) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<StoredModel, herd_store::StoreError>> + Send,
+{
     let (tx, rx) = mpsc::channel(EVENT_BUFFER);
     tokio::spawn(async move {
         let progress = progress_sender(tx.clone());
-        let result = catalog
-            .registry()
-            .push(catalog.store(), &model, &target, progress)
-            .await;
-        let event = match result {
-            Ok(()) => {
-                tracing::info!(target = %target, id = %model.id, "model pushed");
-                Ok(done(&catalog, engine.as_ref(), &model))
-            }
+        let event = match run(catalog.clone(), progress).await {
+            Ok(model) => Ok(done(&catalog, engine.as_ref(), &model)),
             Err(e) => Err(Status::from(CatalogError::from(e))),
         };
         let _ = tx.send(event).await;
     });
-    Ok(ReceiverStream::new(rx))
+    ReceiverStream::new(rx)
 }
 
 fn done(catalog: &Catalog, engine: &dyn Engine, model: &StoredModel) -> pb::TransferEvent {
