@@ -204,5 +204,5 @@ async fn model_to_serve(
     let name = catalog.served_name(model, &stored);
     catalog
         .model_config(name, &stored)
-        .with_context(|| format!("{model} has no GGUF layer"))
+        .with_context(|| format!("cannot prepare {model} to load"))
 }

@@ -12,15 +12,20 @@ use common::{Herd, assert_error, chat, model_path};
 use herd_store::artifact::{
     CHAT_TEMPLATE_MEDIA_TYPE, CONFIG_MEDIA_TYPE, GGUF_MEDIA_TYPE, LICENSE_MEDIA_TYPE,
 };
-use herd_store::testing::{CuttingProxy, TestRegistry, push_by_hand};
+use herd_store::testing::{CuttingProxy, TestRegistry, push_by_hand, split_gguf};
 use serde_json::{Value, json};
 
 /// `herd package --push` the test model as `<registry>/<name>`.
 fn package_and_push(registry: &TestRegistry, name: &str) {
+    package_and_push_file(registry, &model_path(), name);
+}
+
+/// `herd package --push` a GGUF (or a first shard) as `<registry>/<name>`.
+fn package_and_push_file(registry: &TestRegistry, gguf: &std::path::Path, name: &str) {
     let store = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_herd"))
         .args(["package", "--gguf"])
-        .arg(model_path())
+        .arg(gguf)
         .args(["--store"])
         .arg(store.path())
         .args(["--push", &format!("{}/{name}", registry.host())])
@@ -381,4 +386,20 @@ async fn a_pull_killed_halfway_resumes_after_a_restart() {
         "resumed: {fetched} bytes fetched for a {total}-byte GGUF ({partial} kept)"
     );
     assert!(!answer(&herd, "ai/smollm2").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_sharded_model_is_packaged_pulled_and_served() {
+    let registry = TestRegistry::start();
+    let shards_dir = tempfile::tempdir().unwrap();
+    let shards = split_gguf(&model_path(), shards_dir.path(), "smollm2", 2);
+    package_and_push_file(&registry, &shards[0], "ai/split:v1");
+    let (pulled, _store) = serve_from(&registry, Some("ai/split:v1")).await;
+    let (status, model) = pulled.get("/models/ai/split:v1").await;
+    assert_eq!(status, 200, "{model}");
+    // Parameters are counted over both shards.
+    assert_eq!(model["config"]["parameters"], "134.52 M");
+    let from_shards = answer(&pulled, "ai/split:v1").await;
+    let local = Herd::start(2).await;
+    assert_eq!(from_shards, answer(&local, common::MODEL).await);
 }

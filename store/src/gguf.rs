@@ -31,24 +31,78 @@ pub struct GgufSummary {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Where things are in a GGUF file: enough to rewrite its header (the test
+/// fixtures split a model into shards with it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GgufLayout {
+    pub version: u32,
+    pub kv_count: u64,
+    /// Byte range of the metadata key/value section.
+    pub kv_bytes: std::ops::Range<u64>,
+    pub tensors: Vec<TensorInfo>,
+    /// Where tensor data begins; tensor offsets are relative to it.
+    pub data_start: u64,
+    pub alignment: u64,
+    pub file_len: u64,
+}
+
+/// One tensor's header entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub ggml_type: u32,
+    pub offset: u64,
+}
+
+impl GgufLayout {
+    pub fn read(path: &Path) -> Result<Self, StoreError> {
+        read(path).map(|(_, layout)| layout)
+    }
+}
+
 impl GgufSummary {
     pub fn read(path: &Path) -> Result<Self, StoreError> {
-        let invalid = |reason: String| StoreError::InvalidGguf {
-            path: path.to_owned(),
-            reason,
-        };
-        let file = std::fs::File::open(path)
-            .map_err(StoreError::io(format!("cannot open {}", path.display())))?;
-        let file_len = file
-            .metadata()
-            .map_err(StoreError::io(format!("cannot stat {}", path.display())))?
-            .len();
-        let mut reader = Reader {
-            inner: BufReader::with_capacity(1 << 16, file),
-            read: 0,
-        };
-        reader.parse(file_len).map_err(invalid)
+        read(path).map(|(summary, _)| summary)
     }
+
+    /// The summary of a model split into `shards` (in order): metadata from
+    /// the first, parameters and tensor bytes summed over all.
+    pub fn read_shards(shards: &[impl AsRef<Path>]) -> Result<Self, StoreError> {
+        let mut summary: Option<Self> = None;
+        for shard in shards {
+            let next = Self::read(shard.as_ref())?;
+            match &mut summary {
+                None => summary = Some(next),
+                Some(total) => {
+                    total.parameters = total.parameters.saturating_add(next.parameters);
+                    total.tensor_bytes = total.tensor_bytes.saturating_add(next.tensor_bytes);
+                }
+            }
+        }
+        summary.ok_or_else(|| StoreError::InvalidGguf {
+            path: std::path::PathBuf::new(),
+            reason: "no GGUF file given".into(),
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<(GgufSummary, GgufLayout), StoreError> {
+    let invalid = |reason: String| StoreError::InvalidGguf {
+        path: path.to_owned(),
+        reason,
+    };
+    let file = std::fs::File::open(path)
+        .map_err(StoreError::io(format!("cannot open {}", path.display())))?;
+    let file_len = file
+        .metadata()
+        .map_err(StoreError::io(format!("cannot stat {}", path.display())))?
+        .len();
+    let mut reader = Reader {
+        inner: BufReader::with_capacity(1 << 16, file),
+        read: 0,
+    };
+    reader.parse(file_len).map_err(invalid)
 }
 
 struct Reader<R> {
@@ -83,7 +137,7 @@ impl Value {
 }
 
 impl<R: Read> Reader<R> {
-    fn parse(&mut self, file_len: u64) -> Result<GgufSummary, String> {
+    fn parse(&mut self, file_len: u64) -> Result<(GgufSummary, GgufLayout), String> {
         let mut magic = [0u8; 4];
         self.bytes(&mut magic)?;
         if &magic != b"GGUF" {
@@ -98,6 +152,7 @@ impl<R: Read> Reader<R> {
         let mut metadata = BTreeMap::new();
         let mut file_type = None;
         let mut alignment = 32u64;
+        let kv_start = self.read;
         for _ in 0..kv_count {
             let key = self.string()?;
             let value_type = self.u32()?;
@@ -116,20 +171,28 @@ impl<R: Read> Reader<R> {
                 metadata.insert(key, text);
             }
         }
+        let kv_end = self.read;
         let mut parameters = 0u64;
+        let mut tensors = Vec::new();
         for _ in 0..tensor_count {
-            let _name = self.string()?;
-            let dims = self.u32()?;
-            if dims > 8 {
-                return Err(format!("a tensor has {dims} dimensions"));
+            let name = self.string()?;
+            let n_dims = self.u32()?;
+            if n_dims > 8 {
+                return Err(format!("a tensor has {n_dims} dimensions"));
             }
-            let mut elements = 1u64;
-            for _ in 0..dims {
-                elements = elements.saturating_mul(self.u64()?);
+            let mut dims = Vec::new();
+            for _ in 0..n_dims {
+                dims.push(self.u64()?);
             }
-            let _type = self.u32()?;
-            let _offset = self.u64()?;
-            parameters = parameters.saturating_add(elements);
+            let ggml_type = self.u32()?;
+            let offset = self.u64()?;
+            parameters = parameters.saturating_add(dims.iter().product());
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ggml_type,
+                offset,
+            });
         }
         let data_start = self.read.div_ceil(alignment) * alignment;
         let architecture = metadata
@@ -139,14 +202,24 @@ impl<R: Read> Reader<R> {
         let context_length = metadata
             .get(&format!("{architecture}.context_length"))
             .and_then(|v| v.parse().ok());
-        Ok(GgufSummary {
+        let summary = GgufSummary {
             quantization: file_type.map_or_else(|| "Unknown".into(), file_type_name),
             architecture,
             parameters,
             tensor_bytes: file_len.saturating_sub(data_start),
             context_length,
             metadata,
-        })
+        };
+        let layout = GgufLayout {
+            version,
+            kv_count,
+            kv_bytes: kv_start..kv_end,
+            tensors,
+            data_start,
+            alignment,
+            file_len,
+        };
+        Ok((summary, layout))
     }
 
     fn value(&mut self, value_type: u32) -> Result<Value, String> {

@@ -44,8 +44,12 @@ impl Store {
                 reason: "the target of a package must be a tag, not a digest".into(),
             });
         }
-        let summary = GgufSummary::read(&request.gguf)?;
-        let mut layers = vec![self.import_file(&request.gguf, GGUF_MEDIA_TYPE)?];
+        let shards = shard_files(&request.gguf)?;
+        let summary = GgufSummary::read_shards(&shards)?;
+        let mut layers = shards
+            .iter()
+            .map(|shard| self.import_file(shard, GGUF_MEDIA_TYPE))
+            .collect::<Result<Vec<_>, _>>()?;
         for license in &request.licenses {
             layers.push(self.import_file(license, LICENSE_MEDIA_TYPE)?);
         }
@@ -132,5 +136,74 @@ impl Store {
             let _ = std::fs::remove_file(&tmp);
         }
         result
+    }
+}
+
+/// `<prefix>-0000N-of-0000M.gguf`: how llama.cpp names the shards of a split
+/// model (1-based).
+pub fn shard_name(prefix: &str, index: usize, count: usize) -> String {
+    format!("{prefix}-{index:05}-of-{count:05}.gguf")
+}
+
+/// The files of the model `first` names: itself, or, when it is the first
+/// shard of a split model (`…-00001-of-0000M.gguf`), every shard in order.
+fn shard_files(first: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let invalid = |reason: String| StoreError::InvalidGguf {
+        path: first.to_owned(),
+        reason,
+    };
+    let name = first
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some((prefix, index, count)) = parse_shard_name(&name) else {
+        return Ok(vec![first.to_owned()]);
+    };
+    if index != 1 {
+        return Err(invalid(format!(
+            "this is shard {index} of {count}; name the first shard"
+        )));
+    }
+    let dir = first.parent().unwrap_or(Path::new("."));
+    (1..=count)
+        .map(|i| {
+            let path = dir.join(shard_name(prefix, i, count));
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(invalid(format!("shard {} is missing", path.display())))
+            }
+        })
+        .collect()
+}
+
+/// `("model", 1, 3)` from `model-00001-of-00003.gguf`.
+fn parse_shard_name(name: &str) -> Option<(&str, usize, usize)> {
+    let stem = name.strip_suffix(".gguf")?;
+    let (rest, count) = stem.rsplit_once("-of-")?;
+    let (prefix, index) = rest.rsplit_once('-')?;
+    let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(index) || !digits(count) {
+        return None;
+    }
+    let (index, count) = (index.parse().ok()?, count.parse().ok()?);
+    (index >= 1 && index <= count && count > 1).then_some((prefix, index, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names_round_trip() {
+        assert_eq!(shard_name("m", 2, 3), "m-00002-of-00003.gguf");
+        assert_eq!(parse_shard_name("m-00002-of-00003.gguf"), Some(("m", 2, 3)));
+        assert_eq!(
+            parse_shard_name("a-b-00001-of-00002.gguf"),
+            Some(("a-b", 1, 2))
+        );
+        assert_eq!(parse_shard_name("model.gguf"), None);
+        assert_eq!(parse_shard_name("m-1-of-2.gguf"), None);
+        assert_eq!(parse_shard_name("m-00003-of-00002.gguf"), None);
     }
 }

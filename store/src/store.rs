@@ -5,6 +5,8 @@
 //! <root>/blobs/sha256/<hex>.partial   a download in progress (resumed with HTTP Range)
 //! <root>/manifests/sha256/<hex>       manifests, byte for byte; <hex> is the model ID
 //! <root>/models.json                  the index: model IDs and their tags
+//! <root>/bundles/sha256/<hex>/        links `model-0000N-of-0000M.gguf` → the blobs of
+//!                                     a sharded model, named as llama.cpp finds shards
 //! <root>/tmp/                         files being written
 //! ```
 //!
@@ -127,13 +129,67 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
-    /// The GGUF to load: the first GGUF layer's blob, used in place.
+    /// The GGUF file to load, used in place: the GGUF layer's blob, or for
+    /// a sharded model the first shard's link in its bundle (see
+    /// [`Store::prepare_gguf`]).
     pub fn gguf_path(&self, model: &StoredModel) -> Option<PathBuf> {
-        model
-            .manifest
-            .gguf_layers()
-            .next()
-            .map(|l| self.blob_path(&l.digest))
+        let layers: Vec<_> = model.manifest.gguf_layers().collect();
+        match layers.as_slice() {
+            [] => None,
+            [only] => Some(self.blob_path(&only.digest)),
+            shards => Some(self.bundle_dir(&model.id).join(crate::package::shard_name(
+                "model",
+                1,
+                shards.len(),
+            ))),
+        }
+    }
+
+    fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.root.join("bundles").join(id.replacen(':', "/", 1))
+    }
+
+    /// [`Store::gguf_path`], after making it loadable: a sharded model gets
+    /// a directory of links named `model-0000N-of-0000M.gguf`, the names
+    /// llama.cpp derives the other shards' paths from.
+    pub fn prepare_gguf(&self, model: &StoredModel) -> Result<PathBuf, StoreError> {
+        let path = self
+            .gguf_path(model)
+            .ok_or_else(|| StoreError::InvalidArtifact {
+                reference: model.id.clone(),
+                reason: "it has no GGUF layer".into(),
+            })?;
+        let shards: Vec<_> = model.manifest.gguf_layers().collect();
+        let bundle = self.bundle_dir(&model.id);
+        if shards.len() < 2 || bundle.is_dir() {
+            return Ok(path);
+        }
+        // Build the links aside, then rename the directory into place.
+        let staging = self
+            .root
+            .join("tmp")
+            .join(format!("bundle-{}", uuid_like()));
+        let io = |what: String| StoreError::io(what);
+        fs::create_dir_all(&staging).map_err(io(format!("cannot create {}", staging.display())))?;
+        for (i, shard) in shards.iter().enumerate() {
+            let hex = shard.digest.trim_start_matches("sha256:");
+            let target = Path::new("../../../blobs/sha256").join(hex);
+            let link = staging.join(crate::package::shard_name("model", i + 1, shards.len()));
+            std::os::unix::fs::symlink(&target, &link)
+                .map_err(io(format!("cannot link {}", link.display())))?;
+        }
+        if let Some(parent) = bundle.parent() {
+            fs::create_dir_all(parent)
+                .map_err(io(format!("cannot create {}", parent.display())))?;
+        }
+        if let Err(e) = fs::rename(&staging, &bundle) {
+            let _ = fs::remove_dir_all(&staging);
+            // Another loader won the race; its bundle is the same.
+            if !bundle.is_dir() {
+                return Err(io(format!("cannot create {}", bundle.display()))(e));
+            }
+        }
+        Ok(path)
     }
 
     /// Every model, newest first.
@@ -340,6 +396,7 @@ impl Store {
             }
         }
         let _ = fs::remove_file(self.manifest_path(id));
+        let _ = fs::remove_dir_all(self.bundle_dir(id));
     }
 
     /// A new file in `tmp/` to write a blob into.

@@ -299,3 +299,78 @@ pub fn test_model_path() -> PathBuf {
     })
     .clone()
 }
+
+/// Splits the GGUF at `source` into `count` shards in `dir`, named
+/// `<prefix>-0000N-of-0000M.gguf`, the way `llama-gguf-split` does: every
+/// shard carries `split.no`, `split.count` and `split.tensors.count`; the
+/// first also all of the source's metadata; the tensors are divided in
+/// header order. Returns the shards' paths.
+pub fn split_gguf(source: &Path, dir: &Path, prefix: &str, count: usize) -> Vec<PathBuf> {
+    use crate::gguf::GgufLayout;
+    let layout = GgufLayout::read(source).expect("read the GGUF to split");
+    assert_eq!(
+        layout.alignment, 32,
+        "the fixture assumes the default alignment"
+    );
+    let bytes = std::fs::read(source).expect("read the GGUF");
+    // Each tensor's extent (to the next tensor's start, padding included).
+    let mut starts: Vec<u64> = layout.tensors.iter().map(|t| t.offset).collect();
+    starts.sort_unstable();
+    let data_len = layout.file_len - layout.data_start;
+    let extent = |offset: u64| {
+        let next = starts
+            .iter()
+            .find(|&&s| s > offset)
+            .copied()
+            .unwrap_or(data_len);
+        next - offset
+    };
+    let total = layout.tensors.len();
+    let per_shard = total.div_ceil(count);
+    let string = |out: &mut Vec<u8>, s: &str| {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    };
+    let mut paths = Vec::new();
+    for (shard, tensors) in layout.tensors.chunks(per_shard).enumerate() {
+        let mut out = Vec::new();
+        out.extend(b"GGUF");
+        out.extend(layout.version.to_le_bytes());
+        out.extend((tensors.len() as u64).to_le_bytes());
+        let kv_count = if shard == 0 { layout.kv_count + 3 } else { 3 };
+        out.extend(kv_count.to_le_bytes());
+        if shard == 0 {
+            out.extend(&bytes[layout.kv_bytes.start as usize..layout.kv_bytes.end as usize]);
+        }
+        string(&mut out, "split.no");
+        out.extend(2u32.to_le_bytes()); // u16
+        out.extend((shard as u16).to_le_bytes());
+        string(&mut out, "split.count");
+        out.extend(2u32.to_le_bytes()); // u16
+        out.extend((count as u16).to_le_bytes());
+        string(&mut out, "split.tensors.count");
+        out.extend(5u32.to_le_bytes()); // i32
+        out.extend((total as i32).to_le_bytes());
+        let mut data: Vec<u8> = Vec::new();
+        for tensor in tensors {
+            string(&mut out, &tensor.name);
+            out.extend((tensor.dims.len() as u32).to_le_bytes());
+            for dim in &tensor.dims {
+                out.extend(dim.to_le_bytes());
+            }
+            out.extend(tensor.ggml_type.to_le_bytes());
+            out.extend((data.len() as u64).to_le_bytes());
+            let start = (layout.data_start + tensor.offset) as usize;
+            data.extend(&bytes[start..start + extent(tensor.offset) as usize]);
+        }
+        while out.len() % 32 != 0 {
+            out.push(0);
+        }
+        out.extend(data);
+        let path = dir.join(crate::package::shard_name(prefix, shard + 1, count));
+        std::fs::write(&path, out).expect("write a shard");
+        paths.push(path);
+    }
+    assert_eq!(paths.len(), count, "fewer tensors than shards");
+    paths
+}

@@ -81,23 +81,37 @@ impl Catalog {
         }
     }
 
-    /// How to load `model` as `name`.
-    pub fn model_config(&self, name: String, model: &StoredModel) -> Option<ModelConfig> {
-        let path = self.store.gguf_path(model)?;
+    /// How to load `model` as `name` (preparing its files if it is sharded).
+    pub fn model_config(
+        &self,
+        name: String,
+        model: &StoredModel,
+    ) -> Result<ModelConfig, StoreError> {
+        let path = self.store.prepare_gguf(model)?;
         let mut config = ModelConfig::from_path(path, Some(name));
         config.parallel = self.defaults.parallel;
         config.chat_template = model
             .manifest
             .chat_template_layer()
             .map(|layer| self.store.blob_path(&layer.digest));
-        config.context_size = self.defaults.context_size.or_else(|| {
-            model.config.config.context_size.map(|c| {
-                u32::try_from(c)
-                    .unwrap_or(u32::MAX)
-                    .min(DEFAULT_CONTEXT_SIZE)
-            })
-        });
-        Some(config)
+        config.context_size = Some(self.context_size(model));
+        Ok(config)
+    }
+
+    /// Context per slot for `model`: configured, else min(the artifact's
+    /// context size, 4096).
+    pub fn context_size(&self, model: &StoredModel) -> u32 {
+        self.defaults.context_size.unwrap_or_else(|| {
+            model
+                .config
+                .config
+                .context_size
+                .map_or(DEFAULT_CONTEXT_SIZE, |c| {
+                    u32::try_from(c)
+                        .unwrap_or(u32::MAX)
+                        .min(DEFAULT_CONTEXT_SIZE)
+                })
+        })
     }
 
     /// The names under which the engine has `model`'s weights loaded.
@@ -135,8 +149,8 @@ impl Catalog {
             return Ok(name);
         }
         let name = self.served_name(requested, &model);
-        let config = self.model_config(name.clone(), &model).ok_or_else(|| {
-            EngineError::Internal(format!("stored model {} has no GGUF layer", model.id))
+        let config = self.model_config(name.clone(), &model).map_err(|e| {
+            EngineError::Internal(format!("cannot prepare stored model {}: {e}", model.id))
         })?;
         tracing::info!(model = %name, id = %model.id, "loading a stored model on demand");
         engine.load(config).await?;

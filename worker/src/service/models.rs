@@ -72,20 +72,24 @@ pub fn pull(
         .store()
         .parse_ref(&request.reference)
         .map_err(CatalogError::from)?;
-    Ok(transfer(catalog, engine, move |catalog, progress| async move {
-        let pulled = catalog
-            .registry()
-            .pull(catalog.store(), &reference, progress)
-            .await?;
-        tracing::info!(
-            reference = %reference,
-            id = %pulled.model.id,
-            transferred = pulled.transferred,
-            cached = pulled.cached,
-            "model pulled"
-        );
-        Ok(pulled.model)
-    }))
+    Ok(transfer(
+        catalog,
+        engine,
+        move |catalog, progress| async move {
+            let pulled = catalog
+                .registry()
+                .pull(catalog.store(), &reference, progress)
+                .await?;
+            tracing::info!(
+                reference = %reference,
+                id = %pulled.model.id,
+                transferred = pulled.transferred,
+                cached = pulled.cached,
+                "model pulled"
+            );
+            Ok(pulled.model)
+        },
+    ))
 }
 
 pub async fn push(
@@ -99,14 +103,18 @@ pub async fn push(
         .map_err(CatalogError::from)?;
     let text = request.reference.clone();
     let model = blocking(&catalog, move |c| Ok(c.store().resolve(&text)?)).await?;
-    Ok(transfer(catalog, engine, move |catalog, progress| async move {
-        catalog
-            .registry()
-            .push(catalog.store(), &model, &target, progress)
-            .await?;
-        tracing::info!(target = %target, id = %model.id, "model pushed");
-        Ok(model)
-    }))
+    Ok(transfer(
+        catalog,
+        engine,
+        move |catalog, progress| async move {
+            catalog
+                .registry()
+                .push(catalog.store(), &model, &target, progress)
+                .await?;
+            tracing::info!(target = %target, id = %model.id, "model pushed");
+            Ok(model)
+        },
+    ))
 }
 
 /// Runs a transfer in its own task: progress events, then the model (or
@@ -208,10 +216,7 @@ pub fn unloaded_statuses(catalog: &Catalog, engine: &dyn Engine) -> Vec<pb::Mode
         if loaded.contains(&path) {
             continue;
         }
-        let context_size = catalog
-            .model_config(String::new(), &model)
-            .and_then(|c| c.context_size)
-            .unwrap_or(crate::config::DEFAULT_CONTEXT_SIZE);
+        let context_size = catalog.context_size(&model);
         for tag in &model.tags {
             out.push(pb::ModelStatus {
                 name: catalog.store().familiar(tag),
