@@ -6,6 +6,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
+use futures::FutureExt;
 use herd_proto::v1 as pb;
 use herd_proto::v1::generate_event::Event;
 use http::StatusCode;
@@ -135,7 +136,9 @@ async fn collect(
 }
 
 /// Streaming: one SSE chunk per delta, then the finish chunk, the optional
-/// usage chunk and `[DONE]`.
+/// usage chunk and `[DONE]`. Chunks of events that are already waiting are
+/// written together (one write, one flush), so a busy gateway does not pay a
+/// syscall per token; nothing ever waits to be batched.
 async fn stream(
     session: &mut ServerSession,
     meta: &ResponseMeta,
@@ -145,47 +148,63 @@ async fn stream(
     if !respond::start_events(session).await {
         return false;
     }
+    let mut out = BytesMut::new();
     if meta.endpoint == Endpoint::ChatCompletions {
-        let first = sse::event(&response::chunk(meta, ChunkKind::Role, include_usage));
-        if session.write_response_body(first, false).await.is_err() {
-            return false;
-        }
+        out.put(sse::event(&response::chunk(
+            meta,
+            ChunkKind::Role,
+            include_usage,
+        )));
     }
     loop {
-        match next_event(session, &mut generation, &meta.model).await {
-            Next::ClientGone => return false,
-            Next::Text(delta) => {
-                if delta.is_empty() {
+        let next = if out.is_empty() {
+            next_event(session, &mut generation, &meta.model).await
+        } else {
+            match next_event(session, &mut generation, &meta.model).now_or_never() {
+                Some(next) => next,
+                None => {
+                    if session
+                        .write_response_body(out.split().freeze(), false)
+                        .await
+                        .is_err()
+                    {
+                        return false;
+                    }
                     continue;
                 }
-                let chunk = sse::event(&response::chunk(
-                    meta,
-                    ChunkKind::Text(&delta),
-                    include_usage,
-                ));
-                if session.write_response_body(chunk, false).await.is_err() {
-                    return false;
+            }
+        };
+        match next {
+            Next::ClientGone => return false,
+            Next::Text(delta) => {
+                if !delta.is_empty() {
+                    out.put(sse::event(&response::chunk(
+                        meta,
+                        ChunkKind::Text(&delta),
+                        include_usage,
+                    )));
                 }
             }
             Next::Failed(err) => {
                 // Headers are out; report in-band as OpenAI does, then end.
                 tracing::warn!(request_id = %meta.id, error = %err, "generation failed mid-stream");
-                let body = serde_json::to_vec(&err.body()).unwrap_or_default();
-                let _ = session.write_response_body(sse::event(&body), true).await;
+                out.put(sse::event(
+                    &serde_json::to_vec(&err.body()).unwrap_or_default(),
+                ));
+                let _ = session.write_response_body(out.freeze(), true).await;
                 return false;
             }
             Next::Finished(finished) => {
                 release(generation);
-                let mut tail = BytesMut::new();
                 let reason = finish_reason(&finished);
                 if !finished.tool_calls.is_empty() {
-                    tail.put(sse::event(&response::chunk(
+                    out.put(sse::event(&response::chunk(
                         meta,
                         ChunkKind::ToolCalls(&finished.tool_calls),
                         include_usage,
                     )));
                 }
-                tail.put(sse::event(&response::chunk(
+                out.put(sse::event(&response::chunk(
                     meta,
                     ChunkKind::Finish(reason),
                     include_usage,
@@ -196,15 +215,15 @@ async fn stream(
                         finished.completion_tokens,
                         finished.cached_prompt_tokens,
                     );
-                    tail.put(sse::event(&response::chunk(
+                    out.put(sse::event(&response::chunk(
                         meta,
                         ChunkKind::Usage(usage),
                         true,
                     )));
                 }
-                tail.put_slice(sse::DONE);
+                out.put_slice(sse::DONE);
                 return session
-                    .write_response_body(tail.freeze(), true)
+                    .write_response_body(out.freeze(), true)
                     .await
                     .is_ok();
             }
