@@ -11,6 +11,7 @@ use clap::Args;
 use herd_gateway::state::{MemoryStateStore, StateStore, WorkerRecord};
 use herd_gateway::{Gateway, GatewayConfig};
 use herd_worker::config::StoreSettings;
+use herd_worker::gpu::{GpuMode, GpuSettings};
 use herd_worker::{Catalog, GrpcServer, LlamaEngine, ModelConfig, WorkerConfig};
 use tokio::sync::watch;
 
@@ -44,6 +45,10 @@ pub struct ServeArgs {
     /// Gateway config file (see config/gateway.toml); flags override it.
     #[arg(long)]
     gateway_config: Option<PathBuf>,
+    /// GPU use: `auto` (offload when a GPU backend is present), `required`
+    /// (refuse to start without one) or `off`.
+    #[arg(long, value_enum, default_value = "auto", env = "HERD_GPU")]
+    gpu: GpuMode,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -97,6 +102,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         threads: args.threads,
         models: model.iter().cloned().collect(),
         store: store_settings,
+        gpu: GpuSettings {
+            mode: args.gpu,
+            ..GpuSettings::default()
+        },
     };
     worker_config.validate()?;
     let mut gateway_config = match &args.gateway_config {

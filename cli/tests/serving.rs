@@ -106,3 +106,38 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
         "{body}"
     );
 }
+
+/// This machine has no GPU and the test build no GPU backend: a worker told
+/// to require one must refuse to start, not fall back to the CPU.
+#[tokio::test]
+async fn gpu_required_without_a_gpu_refuses_to_start() {
+    let store = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_herd"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--gpu", "required"])
+            .arg("--model")
+            .arg(common::model_path())
+            .arg("--store")
+            .arg(store.path())
+            .output(),
+    )
+    .await
+    .expect("herd serve did not exit")
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no GPU backend is loaded"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("Herd is serving"),
+        "it must not serve"
+    );
+}
+
+#[tokio::test]
+async fn status_reports_cpu_only() {
+    let herd = Herd::start(2).await;
+    let status = herd.worker_status().await;
+    assert_eq!(status["gpu_offload"], false, "{status}");
+    assert_eq!(status["gpus"], serde_json::json!([]), "{status}");
+}

@@ -30,6 +30,8 @@ pub struct WorkerConfig {
     pub models: Vec<ModelConfig>,
     /// The model store (Docker model artifacts pulled from registries).
     pub store: StoreSettings,
+    /// GPU use: offload, device selection, flash attention.
+    pub gpu: crate::gpu::GpuSettings,
 }
 
 impl Default for WorkerConfig {
@@ -40,6 +42,7 @@ impl Default for WorkerConfig {
             threads: 0,
             models: Vec::new(),
             store: StoreSettings::default(),
+            gpu: crate::gpu::GpuSettings::default(),
         }
     }
 }
@@ -271,6 +274,7 @@ mod tests {
         assert_eq!(config.models[0].name, "ai/smollm2");
         assert_eq!(config.store.default_registry, "docker.io");
         assert_eq!(config.store.path, Path::new("/var/lib/herd/models"));
+        assert_eq!(config.gpu, crate::gpu::GpuSettings::default());
     }
 
     #[test]

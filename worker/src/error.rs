@@ -21,6 +21,8 @@ pub enum EngineError {
     ShuttingDown,
     #[error("engine failure: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
 }
 
 impl EngineError {
@@ -33,6 +35,7 @@ impl EngineError {
             Self::Busy { .. } => "slots_busy",
             Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "engine_error",
+            Self::Gpu(_) => "gpu_unavailable",
         }
     }
 
@@ -52,6 +55,7 @@ impl From<EngineError> for tonic::Status {
             EngineError::Busy { .. } => tonic::Code::ResourceExhausted,
             EngineError::ShuttingDown => tonic::Code::Unavailable,
             EngineError::Internal(_) => tonic::Code::Internal,
+            EngineError::Gpu(_) => tonic::Code::FailedPrecondition,
         };
         let mut status = tonic::Status::new(code, err.to_string());
         let meta = status.metadata_mut();

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod gpu;
 pub mod memory;
 pub mod random;
 pub mod server;

@@ -79,6 +79,9 @@ struct Args {
     /// Name of --model (default: from the file name).
     #[arg(long, requires = "model")]
     name: Option<String>,
+    /// GPU use (`auto`, `required`, `off`); overrides the file's `gpu.mode`.
+    #[arg(long, value_enum, env = "HERD_GPU")]
+    gpu: Option<herd_worker::gpu::GpuMode>,
     /// Model store directory; overrides the file's `store.path`.
     #[arg(long = "store", env = "HERD_STORE")]
     store: Option<PathBuf>,
@@ -104,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(mode) = args.gpu {
+        config.gpu.mode = mode;
     }
     if let Some(store) = args.store {
         config.store.path = store;

@@ -95,6 +95,15 @@ fn status_json(s: &pb::StatusResponse) -> Value {
             "failed": s.generations_failed_total,
         },
         "tokens_generated": s.tokens_generated_total,
+        "gpu_offload": s.gpu_offload,
+        "gpus": s.gpus.iter().map(|g| json!({
+            "index": g.index,
+            "name": g.name,
+            "description": g.description,
+            "backend": g.backend,
+            "memory_total_bytes": g.memory_total_bytes,
+            "memory_free_bytes": g.memory_free_bytes,
+        })).collect::<Vec<_>>(),
         "memory": {
             "process_rss_bytes": memory.process_rss_bytes,
             "host_total_bytes": memory.host_total_bytes,

@@ -396,6 +396,7 @@ impl Engine for MockEngine {
             engine: "mock".into(),
             models,
             counters: self.counters.snapshot(),
+            gpu_offload: false,
         }
     }
 }

@@ -205,6 +205,8 @@ pub struct EngineStatus {
     pub engine: String,
     pub models: Vec<ModelInfo>,
     pub counters: EngineCounters,
+    /// Whether models are offloaded to GPUs.
+    pub gpu_offload: bool,
 }
 
 /// Runs generations.

@@ -48,5 +48,17 @@ pub fn snapshot(engine: &dyn Engine, worker_id: &str) -> pb::StatusResponse {
         generations_failed_total: status.counters.failed,
         tokens_generated_total: status.counters.tokens_generated,
         engine: status.engine,
+        gpus: crate::gpu::devices()
+            .into_iter()
+            .map(|g| pb::GpuStatus {
+                index: u32::try_from(g.index).unwrap_or(u32::MAX),
+                name: g.name,
+                description: g.description,
+                backend: g.backend,
+                memory_total_bytes: g.memory_total_bytes,
+                memory_free_bytes: g.memory_free_bytes,
+            })
+            .collect(),
+        gpu_offload: status.gpu_offload,
     }
 }

@@ -29,6 +29,7 @@ use crate::engine::{
     Input, ModelInfo,
 };
 use crate::error::EngineError;
+use crate::gpu::GpuPlan;
 
 /// llama.cpp's process-wide backend; it can be initialised once only.
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
@@ -88,6 +89,8 @@ pub struct LlamaEngine {
     /// Serialises loads, so one model is never loaded twice at once.
     loading: tokio::sync::Mutex<()>,
     threads: u32,
+    /// How models use GPUs, decided at start.
+    gpu: GpuPlan,
     counters: Arc<Counters>,
 }
 
@@ -95,16 +98,33 @@ impl LlamaEngine {
     /// Loads every model of `config` and starts its decode loop.
     pub fn load(config: &WorkerConfig) -> Result<Self, EngineError> {
         let backend = backend()?;
+        let gpus = crate::gpu::devices();
+        let gpu = crate::gpu::plan(&config.gpu, &gpus)?;
+        if gpu.offload {
+            for g in &gpus {
+                tracing::info!(
+                    index = g.index,
+                    name = %g.name,
+                    description = %g.description,
+                    memory_total_bytes = g.memory_total_bytes,
+                    memory_free_bytes = g.memory_free_bytes,
+                    "GPU available"
+                );
+            }
+        } else {
+            tracing::info!(mode = ?config.gpu.mode, gpus = gpus.len(), "running models on the CPU");
+        }
         let counters = Arc::new(Counters::default());
         let mut models = HashMap::new();
         for model_config in &config.models {
-            let runner = start_model(backend, model_config, config.threads(), &counters)?;
+            let runner = start_model(backend, model_config, config.threads(), &gpu, &counters)?;
             models.insert(model_config.name.clone(), Arc::new(runner));
         }
         Ok(Self {
             models: RwLock::new(models),
             loading: tokio::sync::Mutex::new(()),
             threads: config.threads(),
+            gpu,
             counters,
         })
     }
@@ -123,10 +143,11 @@ fn start_model(
     backend: &'static LlamaBackend,
     config: &ModelConfig,
     threads: u32,
+    gpu: &GpuPlan,
     counters: &Arc<Counters>,
 ) -> Result<ModelRunner, EngineError> {
     let started = Instant::now();
-    let model = Arc::new(LoadedModel::load(backend, config)?);
+    let model = Arc::new(LoadedModel::load(backend, config, gpu)?);
     let context_per_slot = config
         .context_size
         .unwrap_or_else(|| model.n_ctx_train.min(crate::config::DEFAULT_CONTEXT_SIZE));
@@ -134,6 +155,7 @@ fn start_model(
         slots: config.parallel,
         context_per_slot,
         threads: i32::try_from(threads).unwrap_or(1),
+        flash_attention: gpu.flash_attention.llama_value(),
     };
     let (jobs, job_rx) = channel::<Job>();
     let (ready_tx, ready_rx) = sync_channel(1);
@@ -306,12 +328,13 @@ impl Engine for LlamaEngine {
             return Ok(());
         }
         let backend = backend()?;
-        let (threads, counters) = (self.threads, self.counters.clone());
+        let (threads, counters, gpu) = (self.threads, self.counters.clone(), self.gpu.clone());
         let name = config.name.clone();
-        let runner =
-            tokio::task::spawn_blocking(move || start_model(backend, &config, threads, &counters))
-                .await
-                .map_err(|e| EngineError::Internal(format!("load task failed: {e}")))??;
+        let runner = tokio::task::spawn_blocking(move || {
+            start_model(backend, &config, threads, &gpu, &counters)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("load task failed: {e}")))??;
         self.models
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -362,6 +385,7 @@ impl Engine for LlamaEngine {
             engine: "llama.cpp".into(),
             models,
             counters: self.counters.snapshot(),
+            gpu_offload: self.gpu.offload,
         }
     }
 }

@@ -14,6 +14,7 @@ use super::template::{CHATML_TEMPLATE, ChatTemplate};
 use crate::config::ModelConfig;
 use crate::engine::{EmbedInput, Input};
 use crate::error::EngineError;
+use crate::gpu::GpuPlan;
 
 /// Weights plus the tokenizer-side knowledge needed to build prompts.
 #[derive(Debug)]
@@ -30,7 +31,11 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    pub fn load(backend: &LlamaBackend, config: &ModelConfig) -> Result<Self, EngineError> {
+    pub fn load(
+        backend: &LlamaBackend,
+        config: &ModelConfig,
+        gpu: &GpuPlan,
+    ) -> Result<Self, EngineError> {
         let path: &Path = config.path.as_ref();
         if !path.is_file() {
             return Err(EngineError::Internal(format!(
@@ -38,7 +43,13 @@ impl LoadedModel {
                 path.display()
             )));
         }
-        let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
+        let gpu_layers = if gpu.offload { config.gpu_layers } else { 0 };
+        let mut params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+        if !gpu.devices.is_empty() {
+            params = params
+                .with_devices(&gpu.devices)
+                .map_err(|e| EngineError::Internal(format!("cannot select GPUs: {e}")))?;
+        }
         let weights = LlamaModel::load_from_file(backend, path, &params)
             .map_err(|e| EngineError::Internal(format!("cannot load {}: {e}", path.display())))?;
         let vocab = weights.vocab();

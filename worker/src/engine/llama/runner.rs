@@ -55,6 +55,8 @@ pub struct RunnerSettings {
     pub slots: u32,
     pub context_per_slot: u32,
     pub threads: i32,
+    /// llama.cpp's flash-attention policy (-1 auto, 0 off, 1 on).
+    pub flash_attention: i32,
 }
 
 /// One llama.cpp sequence: what its KV cells hold, and the generation using
@@ -109,7 +111,8 @@ pub fn run(
         // greedy outputs of concurrent requests (measured: 5 of 8 differed).
         .with_kv_unified(false)
         .with_n_threads(settings.threads)
-        .with_n_threads_batch(settings.threads);
+        .with_n_threads_batch(settings.threads)
+        .with_flash_attention_policy(settings.flash_attention);
     let mut ctx = match model.new_context(backend, params) {
         Ok(ctx) => ctx,
         Err(e) => {
