@@ -103,7 +103,7 @@ pub struct GpuPlan {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GpuError {
     #[error(
-        "the worker is configured to require a GPU (`gpu.mode = \"required\"`), but no GPU backend is loaded (this build's devices: {found}); build with scripts/build-cuda or `--features cuda`"
+        "the worker is configured to require a GPU (`gpu.mode = \"required\"`), but no GPU backend is loaded or it found no GPU (devices: {found}); a CPU build needs scripts/build-cuda or `--features cuda`"
     )]
     NoGpu { found: String },
     #[error("`gpu.devices` names device {index}, but the GPUs are: {found}")]
