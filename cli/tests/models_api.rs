@@ -403,3 +403,47 @@ async fn a_sharded_model_is_packaged_pulled_and_served() {
     let local = Herd::start(2).await;
     assert_eq!(from_shards, answer(&local, common::MODEL).await);
 }
+
+#[tokio::test]
+async fn a_tag_that_moves_to_another_model_serves_the_new_one() {
+    let registry = TestRegistry::start();
+    package_and_push(&registry, "ai/smollm2:latest");
+    let (herd, _store) = serve_from(&registry, None).await;
+    let (status, _, _) = create(&herd, &json!({"from": "ai/smollm2"}), false).await;
+    assert_eq!(status, 200);
+    let prompt_tokens = |reply: &Value| reply["usage"]["prompt_tokens"].as_u64().unwrap();
+    let mut body = chat("Name a colour.", 2);
+    body["model"] = json!("ai/smollm2");
+    let (status, before) = herd.post("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{before}");
+    assert!(
+        prompt_tokens(&before) > 20,
+        "SmolLM2's own template: {before}"
+    );
+
+    // Another client pushes a new model under the same tag: same weights,
+    // but a bare chat template that adds nothing around the message.
+    let gguf = std::fs::read(model_path()).unwrap();
+    push_by_hand(
+        &registry.host(),
+        "ai/smollm2",
+        "latest",
+        (CONFIG_MEDIA_TYPE, br#"{"config":{"format":"gguf"},"descriptor":{},"rootfs":{"type":"rootfs","diff_ids":[]}}"#),
+        &[
+            (GGUF_MEDIA_TYPE, &gguf),
+            (
+                CHAT_TEMPLATE_MEDIA_TYPE,
+                b"{% for m in messages %}{{ m.content }}{% endfor %}",
+            ),
+        ],
+    )
+    .await;
+    let (status, _, lines) = create(&herd, &json!({"from": "ai/smollm2"}), false).await;
+    assert_eq!(status, 200, "{lines:?}");
+    let (status, after) = herd.post("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{after}");
+    assert!(
+        prompt_tokens(&after) < 10,
+        "the new model (and its template) serves the tag now: {after}"
+    );
+}

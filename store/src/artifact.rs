@@ -14,6 +14,12 @@ pub const GGUF_MEDIA_TYPE: &str = "application/vnd.docker.ai.gguf.v3";
 pub const LICENSE_MEDIA_TYPE: &str = "application/vnd.docker.ai.license";
 pub const CHAT_TEMPLATE_MEDIA_TYPE: &str = "application/vnd.docker.ai.chat.template.jinja";
 
+/// Largest config blob accepted (they are a few kB; the GGUF metadata map
+/// can hold a long chat template).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// Largest chat template layer accepted.
+pub const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
+
 /// An OCI content descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
@@ -70,6 +76,28 @@ impl Manifest {
         if manifest.gguf_layers().next().is_none() {
             return Err(invalid("it has no GGUF layer".into()));
         }
+        // Small blobs are read into memory: bound them.
+        if manifest.config.size > MAX_CONFIG_BYTES {
+            return Err(invalid(format!(
+                "the config is {} bytes (at most {MAX_CONFIG_BYTES})",
+                manifest.config.size
+            )));
+        }
+        for layer in &manifest.layers {
+            if layer.media_type == CHAT_TEMPLATE_MEDIA_TYPE && layer.size > MAX_TEMPLATE_BYTES {
+                return Err(invalid(format!(
+                    "the chat template is {} bytes (at most {MAX_TEMPLATE_BYTES})",
+                    layer.size
+                )));
+            }
+        }
+        if manifest
+            .blobs()
+            .try_fold(0u64, |sum, b| sum.checked_add(b.size))
+            .is_none()
+        {
+            return Err(invalid("the blob sizes overflow".into()));
+        }
         Ok(manifest)
     }
 
@@ -92,9 +120,9 @@ impl Manifest {
         std::iter::once(&self.config).chain(&self.layers)
     }
 
-    /// Bytes of all blobs.
+    /// Bytes of all blobs (checked not to overflow at parse).
     pub fn total_size(&self) -> u64 {
-        self.blobs().map(|d| d.size).sum()
+        self.blobs().fold(0u64, |sum, d| sum.saturating_add(d.size))
     }
 }
 

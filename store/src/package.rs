@@ -45,16 +45,29 @@ impl Store {
             });
         }
         let shards = shard_files(&request.gguf)?;
+        // Imported blobs are not in the index until `add_model`: keep
+        // garbage collection away from them (their digests are pinned as
+        // they become known).
+        let mut pins = Vec::new();
         let summary = GgufSummary::read_shards(&shards)?;
-        let mut layers = shards
+        let mut files: Vec<(&Path, &str)> = shards
             .iter()
-            .map(|shard| self.import_file(shard, GGUF_MEDIA_TYPE))
-            .collect::<Result<Vec<_>, _>>()?;
-        for license in &request.licenses {
-            layers.push(self.import_file(license, LICENSE_MEDIA_TYPE)?);
-        }
+            .map(|shard| (shard.as_path(), GGUF_MEDIA_TYPE))
+            .collect();
+        files.extend(
+            request
+                .licenses
+                .iter()
+                .map(|l| (l.as_path(), LICENSE_MEDIA_TYPE)),
+        );
         if let Some(template) = &request.chat_template {
-            layers.push(self.import_file(template, CHAT_TEMPLATE_MEDIA_TYPE)?);
+            files.push((template.as_path(), CHAT_TEMPLATE_MEDIA_TYPE));
+        }
+        let mut layers = Vec::new();
+        for (file, media_type) in files {
+            let layer = self.import_file(file, media_type)?;
+            pins.push(self.pin([layer.digest.clone()]));
+            layers.push(layer);
         }
         let created = request.created_unix.unwrap_or_else(|| {
             std::time::SystemTime::now()
@@ -72,6 +85,7 @@ impl Store {
             source: std::io::Error::other(e),
         })?;
         let config_digest = self.write_blob(&config_bytes)?;
+        pins.push(self.pin([config_digest.clone()]));
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(MANIFEST_MEDIA_TYPE.into()),

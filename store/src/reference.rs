@@ -67,7 +67,9 @@ impl ModelRef {
             }
             _ => (default_registry.to_owned(), name),
         };
-        let repository = if path.contains('/') {
+        // Docker Model Runner's rule: only a name with no `/` at all gets
+        // the `ai/` namespace (`reg.example.com/name` stays `name` there).
+        let repository = if name.contains('/') {
             path.to_owned()
         } else {
             format!("{DEFAULT_NAMESPACE}/{path}")
@@ -84,6 +86,15 @@ impl ModelRef {
             tag,
             digest,
         })
+    }
+
+    /// The same reference without its digest (the tag part only).
+    pub fn without_digest(&self) -> Self {
+        Self {
+            digest: None,
+            tag: Some(self.tag.clone().unwrap_or_else(|| DEFAULT_TAG.to_owned())),
+            ..self.clone()
+        }
     }
 
     /// A reference to the same repository at `digest`, without a tag.
@@ -150,6 +161,12 @@ pub fn as_model_id(text: &str) -> Option<&str> {
         .bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     (is_hex && (hex.len() == 12 || hex.len() == 64)).then_some(hex)
+}
+
+/// Whether two registry hosts are the same (`index.docker.io` is
+/// `docker.io`).
+pub fn same_registry(a: &str, b: &str) -> bool {
+    normalise_registry(a) == normalise_registry(b)
 }
 
 /// Checks a registry host (`host[:port]`), e.g. a configured default.
@@ -320,7 +337,8 @@ mod tests {
             full("127.0.0.1:5000/ns/name:v1"),
             "127.0.0.1:5000/ns/name:v1"
         );
-        assert_eq!(full("localhost/name"), "localhost/ai/name:latest");
+        assert_eq!(full("localhost/name"), "localhost/name:latest");
+        assert_eq!(full("reg.example.com/name"), "reg.example.com/name:latest");
         let by_digest = ModelRef::parse(&format!("ai/smollm2@{digest}"), HUB).unwrap();
         assert_eq!(by_digest.tag(), None);
         assert_eq!(by_digest.digest(), Some(digest.as_str()));
@@ -402,8 +420,11 @@ mod tests {
             prop_assert_eq!(&ModelRef::parse(&parsed.familiar(HUB), HUB).unwrap(), &parsed);
             prop_assert_eq!(parsed.tag().is_some() || parsed.digest().is_some(), true);
             prop_assert_eq!(parsed.registry(), registry.as_deref().unwrap_or(HUB));
-            if parts.len() == 1 {
+            if parts.len() == 1 && registry.is_none() {
                 prop_assert!(parsed.repository().starts_with("ai/"));
+            }
+            if registry.is_some() {
+                prop_assert_eq!(parsed.repository(), parts.join("/"));
             }
         }
     }

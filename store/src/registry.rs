@@ -51,7 +51,12 @@ impl std::fmt::Debug for Credentials {
 /// How to reach registries.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
+    /// Sent to `credentials_registry` only; every other registry is
+    /// accessed anonymously (a reference names any host, and credentials
+    /// must not follow it there).
     pub credentials: Credentials,
+    /// The registry (`host[:port]`) the credentials belong to.
+    pub credentials_registry: String,
     /// Registries (`host[:port]`) spoken to over plain HTTP; loopback hosts
     /// always are.
     pub insecure: Vec<String>,
@@ -117,7 +122,12 @@ impl Registry {
             (Some(tag), None) => Reference::with_tag(registry, repository, tag.into()),
             (None, None) => Reference::with_tag(registry, repository, "latest".into()),
         };
+        let ours = crate::reference::same_registry(
+            &self.options.credentials_registry,
+            reference.registry(),
+        );
         let auth = match &self.options.credentials {
+            _ if !ours => RegistryAuth::Anonymous,
             Credentials::Anonymous => RegistryAuth::Anonymous,
             Credentials::Basic { username, password } => {
                 RegistryAuth::Basic(username.clone(), password.clone())
@@ -135,10 +145,24 @@ impl Registry {
         progress: ProgressFn,
     ) -> Result<Pulled, StoreError> {
         let full = reference.full();
+        // `name:tag@sha256:…` pulls the digest and tags it `name:tag`.
+        let tag_ref = reference.tag().map(|_| reference.without_digest());
+        let tag = tag_ref.as_ref();
         // A digest already stored needs no network at all.
         if let Some(digest) = reference.digest()
             && let Ok(model) = store.resolve(digest)
         {
+            let model = match tag {
+                Some(tag) => {
+                    let (store, id, tag) = (store.clone(), model.id.clone(), tag.full());
+                    tokio::task::spawn_blocking(move || store.tag(&id, &tag))
+                        .await
+                        .map_err(|e| {
+                            StoreError::io("store task failed")(std::io::Error::other(e))
+                        })??
+                }
+                None => model,
+            };
             return Ok(Pulled {
                 model,
                 transferred: 0,
@@ -162,7 +186,6 @@ impl Registry {
             });
         }
         let manifest = Manifest::parse(&manifest_bytes, &full)?;
-        let tag = reference.tag().is_some().then_some(reference);
         if store.resolve(&id).is_ok() {
             let model = add_model(store, &manifest_bytes, tag).await?;
             return Ok(Pulled {
@@ -172,6 +195,9 @@ impl Registry {
             });
         }
         let total = manifest.total_size();
+        // Garbage collection leaves these blobs alone until the model is in
+        // the index (or this pull gives up).
+        let _pins = store.pin(manifest.blobs().map(|b| b.digest.clone()));
         let transferred = Arc::new(AtomicU64::new(0));
         let fetched = futures::stream::iter(manifest.blobs().cloned().map(Ok))
             .try_for_each_concurrent(4, |blob| {
@@ -351,19 +377,34 @@ async fn fetch_blob(
     let lock = {
         let path = partial.clone();
         tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(&path)?;
-            file.lock()?;
-            Ok::<_, std::io::Error>(file)
+            use std::os::unix::fs::MetadataExt;
+            loop {
+                let file = std::fs::File::options()
+                    .create(true)
+                    .read(true)
+                    .append(true)
+                    .open(&path)?;
+                file.lock()?;
+                // The holder we waited for may have deleted (digest
+                // mismatch) or renamed (done) the file: then this handle is
+                // an orphan, and the path must be opened again.
+                let held = file.metadata()?;
+                match std::fs::metadata(&path) {
+                    Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                        return Ok::<_, std::io::Error>(file);
+                    }
+                    _ => continue,
+                }
+            }
         })
         .await
         .map_err(|e| StoreError::io("lock task failed")(std::io::Error::other(e)))?
         .map_err(io("cannot lock"))?
     };
     if store.has_blob(&blob.digest) {
-        // Another writer finished it while we waited.
+        // Another writer finished it while we waited; the partial file we
+        // hold is a fresh, empty one.
+        let _ = tokio::fs::remove_file(&partial).await;
         report(blob.size);
         return Ok(());
     }

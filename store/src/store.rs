@@ -17,10 +17,11 @@
 //! model in it. Index changes hold an exclusive lock on `<root>/.lock`, so
 //! several processes (a worker and `herd package`) can share one store.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -72,6 +73,30 @@ struct IndexEntry {
 pub struct Store {
     root: PathBuf,
     default_registry: String,
+    /// Blobs that pulls and packages in this process are working with:
+    /// garbage collection leaves them alone until they are in the index.
+    pins: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Keeps blobs pinned while it lives.
+#[derive(Debug)]
+pub(crate) struct Pins {
+    pins: Arc<Mutex<HashMap<String, usize>>>,
+    digests: Vec<String>,
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock().unwrap_or_else(PoisonError::into_inner);
+        for digest in &self.digests {
+            if let Some(count) = pins.get_mut(digest) {
+                *count -= 1;
+                if *count == 0 {
+                    pins.remove(digest);
+                }
+            }
+        }
+    }
 }
 
 impl Store {
@@ -87,6 +112,7 @@ impl Store {
         let store = Self {
             root,
             default_registry: default_registry.to_owned(),
+            pins: Arc::default(),
         };
         store.clean_tmp();
         Ok(store)
@@ -195,11 +221,19 @@ impl Store {
     /// Every model, newest first.
     pub fn list(&self) -> Result<Vec<StoredModel>, StoreError> {
         let index = self.read_index()?;
-        let mut models = index
+        // An entry removed (or damaged) since the index was read is left out
+        // rather than failing the whole list.
+        let mut models: Vec<StoredModel> = index
             .models
             .iter()
-            .map(|entry| self.load(entry))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|entry| match self.load(entry) {
+                Ok(model) => Some(model),
+                Err(e) => {
+                    tracing::warn!(id = %entry.id, error = %e, "skipping an unreadable stored model");
+                    None
+                }
+            })
+            .collect();
         models.sort_by_key(|m| std::cmp::Reverse(m.config.created_unix()));
         Ok(models)
     }
@@ -209,6 +243,12 @@ impl Store {
         let index = self.read_index()?;
         let entry = self.find(&index, text)?;
         self.load(entry)
+    }
+
+    /// The ID of the model a reference or ID names, from the index alone.
+    pub fn resolve_id(&self, text: &str) -> Result<String, StoreError> {
+        let index = self.read_index()?;
+        Ok(self.find(&index, text)?.id.clone())
     }
 
     fn find<'a>(&self, index: &'a Index, text: &str) -> Result<&'a IndexEntry, StoreError> {
@@ -265,12 +305,24 @@ impl Store {
     ) -> Result<StoredModel, StoreError> {
         let id = sha256_digest(manifest_bytes);
         let manifest = Manifest::parse(manifest_bytes, &id)?;
+        if let Some(tag) = tag
+            && tag.digest().is_some()
+        {
+            return Err(StoreError::InvalidReference {
+                reference: tag.full(),
+                reason: "a tag cannot name a digest".into(),
+            });
+        }
         let _lock = self.lock()?;
         for blob in manifest.blobs() {
             if !self.has_blob(&blob.digest) {
-                return Err(StoreError::InvalidArtifact {
-                    reference: id,
-                    reason: format!("blob {} is missing from the store", blob.digest),
+                // Not the artifact's fault: something removed it meanwhile.
+                return Err(StoreError::Io {
+                    context: format!(
+                        "blob {} of {id} vanished from the store; retry",
+                        blob.digest
+                    ),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
                 });
             }
         }
@@ -358,15 +410,38 @@ impl Store {
 
     /// Deletes those of `digests` that no stored model uses (the blobs of a
     /// failed pull).
+    /// (`digests` are pinned once by the caller; other pins protect them.)
     pub(crate) fn discard_unreferenced(&self, digests: Vec<String>) -> Result<(), StoreError> {
         let _lock = self.lock()?;
         let in_use = self.blobs_in_use(&self.read_index()?);
         for digest in digests {
-            if !in_use.contains(&digest) {
+            if !in_use.contains(&digest) && self.pin_count(&digest) <= 1 {
                 let _ = fs::remove_file(self.blob_path(&digest));
             }
         }
         Ok(())
+    }
+
+    /// Pins `digests` until the returned guard drops.
+    pub(crate) fn pin(&self, digests: impl IntoIterator<Item = String>) -> Pins {
+        let digests: Vec<String> = digests.into_iter().collect();
+        let mut pins = self.pins.lock().unwrap_or_else(PoisonError::into_inner);
+        for digest in &digests {
+            *pins.entry(digest.clone()).or_default() += 1;
+        }
+        Pins {
+            pins: self.pins.clone(),
+            digests,
+        }
+    }
+
+    fn pin_count(&self, digest: &str) -> usize {
+        self.pins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(digest)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn blobs_in_use(&self, index: &Index) -> HashSet<String> {
@@ -391,7 +466,7 @@ impl Store {
         };
         let in_use = self.blobs_in_use(index);
         for blob in manifest.blobs() {
-            if !in_use.contains(&blob.digest) {
+            if !in_use.contains(&blob.digest) && self.pin_count(&blob.digest) == 0 {
                 let _ = fs::remove_file(self.blob_path(&blob.digest));
             }
         }

@@ -322,6 +322,7 @@ async fn basic_auth_is_sent_and_refusals_are_unauthorized() {
                 username: username.into(),
                 password: password.into(),
             },
+            credentials_registry: registry_process.host(),
             insecure: Vec::new(),
         })
     };
@@ -354,4 +355,20 @@ async fn basic_auth_is_sent_and_refusals_are_unauthorized() {
         .await
         .unwrap();
     assert_eq!(pulled.model.id, packaged.id);
+
+    // Credentials for another registry are not sent to this one.
+    local.remove(&tag, false).unwrap();
+    let elsewhere = Registry::new(RegistryOptions {
+        credentials: Credentials::Basic {
+            username: TEST_USER.into(),
+            password: TEST_PASSWORD.into(),
+        },
+        credentials_registry: "registry.example.com".into(),
+        insecure: Vec::new(),
+    });
+    let err = elsewhere
+        .pull(&local, &reference, quiet())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err:?}");
 }

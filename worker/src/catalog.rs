@@ -2,7 +2,9 @@
 //! registries it pulls from, and loading a stored model into the engine the
 //! first time a request names it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use herd_store::{Registry, RegistryOptions, Store, StoreError, StoredModel};
 
@@ -17,6 +19,17 @@ pub struct LoadDefaults {
     pub parallel: u32,
     /// Context per slot; unset: min(the artifact's context size, 4096).
     pub context_size: Option<u32>,
+    /// Stored models loaded at once; loading one more unloads the least
+    /// recently used idle one.
+    pub max_loaded: usize,
+}
+
+/// A stored model the engine has loaded, under its served name.
+#[derive(Debug, Clone)]
+struct Loaded {
+    /// The model ID it was loaded from (a tag may move on).
+    id: String,
+    last_used: Instant,
 }
 
 /// A store plus a registry client.
@@ -25,6 +38,11 @@ pub struct Catalog {
     store: Store,
     registry: Registry,
     defaults: LoadDefaults,
+    /// Stored models in the engine, by served name (held only briefly,
+    /// never across an await).
+    loaded: std::sync::Mutex<HashMap<String, Loaded>>,
+    /// Serialises loads, unloads and deletions against each other.
+    load_lock: tokio::sync::Mutex<()>,
 }
 
 impl Catalog {
@@ -33,6 +51,8 @@ impl Catalog {
             store,
             registry,
             defaults,
+            loaded: std::sync::Mutex::default(),
+            load_lock: tokio::sync::Mutex::default(),
         }
     }
 
@@ -41,6 +61,10 @@ impl Catalog {
         let store = Store::open(&settings.path, &settings.default_registry)?;
         let registry = Registry::new(RegistryOptions {
             credentials: StoreSettings::credentials(),
+            credentials_registry: std::env::var("HERD_REGISTRY_HOST")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| settings.default_registry.clone()),
             insecure: settings.insecure_registries.clone(),
         });
         Ok(Self::new(
@@ -49,6 +73,7 @@ impl Catalog {
             LoadDefaults {
                 parallel: settings.parallel,
                 context_size: settings.context_size,
+                max_loaded: settings.max_loaded_models,
             },
         ))
     }
@@ -130,31 +155,105 @@ impl Catalog {
     }
 
     /// The engine name to run `requested` under, loading the model from the
-    /// store first if it is stored but not loaded. Names the engine serves,
-    /// and names the store does not know, pass through unchanged.
+    /// store first if it is stored but not loaded — or if its tag now names
+    /// another model than the one loaded under it. Names the engine serves
+    /// from its config, and names the store does not know, pass through.
     pub async fn ensure_loaded(
         &self,
         engine: &dyn Engine,
         requested: &str,
     ) -> Result<String, EngineError> {
-        if engine.serves(requested) {
+        if engine.serves(requested) && !self.loaded().contains_key(requested) {
             return Ok(requested.to_owned());
         }
-        let model = match self.resolve_blocking(requested).await {
-            Ok(model) => model,
-            Err(_) => return Ok(requested.to_owned()),
+        let Ok(id) = self.store.resolve_id(requested) else {
+            return Ok(requested.to_owned());
         };
-        // Already loaded under another of its tags: share the weights.
-        if let Some(name) = self.loaded_names(engine, &model).into_iter().next() {
+        if let Some(name) = self.touch(engine, &id) {
             return Ok(name);
         }
+        let _one_at_a_time = self.load_lock.lock().await;
+        // Someone else may have loaded it while we waited.
+        if let Some(name) = self.touch(engine, &id) {
+            return Ok(name);
+        }
+        let model = self
+            .resolve_blocking(&id)
+            .await
+            .map_err(|e| EngineError::Internal(format!("cannot read stored model {id}: {e}")))?;
         let name = self.served_name(requested, &model);
+        {
+            let mut loaded = self.loaded();
+            if loaded.remove(&name).is_some() {
+                // The tag moved on to another model: retire the old weights.
+                engine.unload(&name);
+            }
+            loaded.retain(|name, _| engine.serves(name));
+            self.make_room(engine, &mut loaded, requested)?;
+        }
         let config = self.model_config(name.clone(), &model).map_err(|e| {
             EngineError::Internal(format!("cannot prepare stored model {}: {e}", model.id))
         })?;
         tracing::info!(model = %name, id = %model.id, "loading a stored model on demand");
         engine.load(config).await?;
+        self.loaded().insert(
+            name.clone(),
+            Loaded {
+                id,
+                last_used: Instant::now(),
+            },
+        );
         Ok(name)
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, Loaded>> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The served name of the loaded model `id`, marked as used now.
+    fn touch(&self, engine: &dyn Engine, id: &str) -> Option<String> {
+        let mut loaded = self.loaded();
+        let (name, entry) = loaded
+            .iter_mut()
+            .find(|(name, l)| l.id == id && engine.serves(name))?;
+        entry.last_used = Instant::now();
+        Some(name.clone())
+    }
+
+    /// Unloads least recently used idle models until one more fits under
+    /// `max_loaded`; all busy → the request is refused as busy (retryable).
+    fn make_room(
+        &self,
+        engine: &dyn Engine,
+        loaded: &mut HashMap<String, Loaded>,
+        requested: &str,
+    ) -> Result<(), EngineError> {
+        while loaded.len() >= self.defaults.max_loaded.max(1) {
+            let status = engine.status();
+            let idle = |name: &str| {
+                status
+                    .models
+                    .iter()
+                    .any(|m| m.name == name && m.slots_busy == 0)
+            };
+            let Some(victim) = loaded
+                .iter()
+                .filter(|(name, _)| idle(name))
+                .min_by_key(|(_, l)| l.last_used)
+                .map(|(name, _)| name.clone())
+            else {
+                return Err(EngineError::Busy {
+                    model: requested.to_owned(),
+                    slots: 0,
+                });
+            };
+            tracing::info!(model = %victim, "unloading the least recently used model to load another");
+            engine.unload(&victim);
+            loaded.remove(&victim);
+        }
+        Ok(())
     }
 
     async fn resolve_blocking(&self, text: &str) -> Result<StoredModel, StoreError> {
@@ -168,20 +267,22 @@ impl Catalog {
     }
 
     /// Removes a tag or model; a loaded model only with `force`, which
-    /// unloads it first.
+    /// unloads it first. Call from a blocking thread.
     pub fn remove(
         &self,
         engine: &dyn Engine,
         text: &str,
         force: bool,
     ) -> Result<herd_store::Removal, CatalogError> {
+        let _one_at_a_time = self.load_lock.blocking_lock();
         let model = self.store.resolve(text)?;
         let loaded = self.loaded_names(engine, &model);
-        let names_a_tag = self
+        let tag = self
             .store
             .parse_ref(text)
-            .is_ok_and(|r| r.tag().is_some() && model.tags.contains(&r.full()));
-        if !force && !names_a_tag && model.tags.len() > 1 {
+            .ok()
+            .filter(|r| r.tag().is_some() && model.tags.contains(&r.full()));
+        if !force && tag.is_none() && model.tags.len() > 1 {
             // An ID of a model with several tags is ambiguous whether or not
             // it is loaded.
             return Err(StoreError::MultiplyTagged {
@@ -190,15 +291,22 @@ impl Catalog {
             }
             .into());
         }
-        // Untagging one of several tags leaves the model (and its weights).
-        let only_untags = !force && model.tags.len() > 1 && names_a_tag;
-        if !loaded.is_empty() && !only_untags {
-            if !force {
-                return Err(CatalogError::Loaded(loaded.join(", ")));
-            }
-            for name in &loaded {
-                engine.unload(name);
-            }
+        // Untagging one of several tags leaves the model; only a name
+        // served under that very tag goes.
+        let only_untags = !force && model.tags.len() > 1 && tag.is_some();
+        let unload: Vec<String> = if only_untags {
+            let familiar = tag
+                .map(|t| t.familiar(self.store.default_registry()))
+                .unwrap_or_default();
+            loaded.into_iter().filter(|n| *n == familiar).collect()
+        } else if !loaded.is_empty() && !force {
+            return Err(CatalogError::Loaded(loaded.join(", ")));
+        } else {
+            loaded
+        };
+        for name in &unload {
+            engine.unload(name);
+            self.loaded().remove(name);
         }
         Ok(self.store.remove(text, force)?)
     }

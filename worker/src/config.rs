@@ -50,7 +50,9 @@ impl Default for WorkerConfig {
 /// Where models pulled from registries are kept, and how they run.
 /// Registry credentials come from the environment, never the file:
 /// `HERD_REGISTRY_USERNAME` and `HERD_REGISTRY_PASSWORD` (basic, exchanged
-/// for a bearer token where the registry asks), or `HERD_REGISTRY_TOKEN`.
+/// for a bearer token where the registry asks), or `HERD_REGISTRY_TOKEN`;
+/// they are sent only to `HERD_REGISTRY_HOST` (default: the default
+/// registry).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
@@ -68,6 +70,9 @@ pub struct StoreSettings {
     /// Context per slot of a model loaded from the store; default
     /// min(the artifact's context size, 4096).
     pub context_size: Option<u32>,
+    /// Stored models loaded at once (on demand); one more unloads the least
+    /// recently used idle one. Default 4.
+    pub max_loaded_models: usize,
 }
 
 impl Default for StoreSettings {
@@ -78,6 +83,7 @@ impl Default for StoreSettings {
             insecure_registries: Vec::new(),
             parallel: default_parallel(),
             context_size: None,
+            max_loaded_models: 4,
         }
     }
 }
@@ -234,6 +240,12 @@ impl WorkerConfig {
         }
         if let Err(e) = herd_store::reference::check_registry(&store.default_registry) {
             return Err(invalid("store.default_registry".into(), &e.to_string()));
+        }
+        if store.max_loaded_models == 0 {
+            return Err(invalid(
+                "store.max_loaded_models".into(),
+                "must be at least 1",
+            ));
         }
         if store.parallel == 0 || store.parallel > 256 {
             return Err(invalid(
