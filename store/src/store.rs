@@ -690,7 +690,10 @@ mod tests {
         let _pins = store.pin([format!("sha256:{}", "f".repeat(64))]);
         store.sweep();
         assert!(!old_orphan.exists());
-        assert!(new_orphan.exists(), "may belong to a pull in flight elsewhere");
+        assert!(
+            new_orphan.exists(),
+            "may belong to a pull in flight elsewhere"
+        );
         assert!(!old_partial.exists());
         assert!(new_partial.exists(), "kept to resume");
         assert!(!old_manifest.exists());
