@@ -12,6 +12,7 @@
 
 pub mod artifact;
 mod error;
+mod gc;
 pub mod gguf;
 mod package;
 pub mod reference;
@@ -22,6 +23,6 @@ pub use error::{ErrorKind, StoreError};
 pub use package::{FILEPATH_ANNOTATION, PackageRequest};
 pub use reference::ModelRef;
 pub use registry::{Credentials, Progress, ProgressFn, Pulled, Registry, RegistryOptions};
-pub use store::{Removal, Store, StoredModel, sha256_digest};
+pub use store::{Removal, RemovalPlan, Store, StoredModel, sha256_digest};
 #[cfg(feature = "testing")]
 pub mod testing;

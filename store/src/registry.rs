@@ -186,7 +186,7 @@ impl Registry {
             });
         }
         let manifest = Manifest::parse(&manifest_bytes, &full)?;
-        if store.resolve(&id).is_ok() {
+        if store.resolve_id(&id).is_ok() {
             let model = add_model(store, &manifest_bytes, tag).await?;
             return Ok(Pulled {
                 model,

@@ -17,11 +17,11 @@
 //! model in it. Index changes hold an exclusive lock on `<root>/.lock`, so
 //! several processes (a worker and `herd package`) can share one store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -49,6 +49,15 @@ impl StoredModel {
     }
 }
 
+/// What a removal will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemovalPlan {
+    /// Only this tag (full form) goes; the model keeps its other tags.
+    Untag(String),
+    /// The whole model goes.
+    Delete,
+}
+
 /// What a removal did, in Docker's terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Removal {
@@ -58,45 +67,24 @@ pub struct Removal {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Index {
-    models: Vec<IndexEntry>,
+pub(crate) struct Index {
+    pub(crate) models: Vec<IndexEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct IndexEntry {
-    id: String,
+pub(crate) struct IndexEntry {
+    pub(crate) id: String,
     tags: Vec<String>,
 }
 
 /// A model store rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
+    pub(crate) root: PathBuf,
     default_registry: String,
     /// Blobs that pulls and packages in this process are working with:
     /// garbage collection leaves them alone until they are in the index.
-    pins: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-/// Keeps blobs pinned while it lives.
-#[derive(Debug)]
-pub(crate) struct Pins {
-    pins: Arc<Mutex<HashMap<String, usize>>>,
-    digests: Vec<String>,
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let mut pins = self.pins.lock().unwrap_or_else(PoisonError::into_inner);
-        for digest in &self.digests {
-            if let Some(count) = pins.get_mut(digest) {
-                *count -= 1;
-                if *count == 0 {
-                    pins.remove(digest);
-                }
-            }
-        }
-    }
+    pub(crate) pins: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Store {
@@ -147,7 +135,7 @@ impl Store {
         PathBuf::from(path)
     }
 
-    fn manifest_path(&self, id: &str) -> PathBuf {
+    pub(crate) fn manifest_path(&self, id: &str) -> PathBuf {
         self.root.join("manifests").join(id.replacen(':', "/", 1))
     }
 
@@ -171,7 +159,7 @@ impl Store {
         }
     }
 
-    fn bundle_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn bundle_dir(&self, id: &str) -> PathBuf {
         self.root.join("bundles").join(id.replacen(':', "/", 1))
     }
 
@@ -370,6 +358,32 @@ impl Store {
         self.resolve(&id)
     }
 
+    /// What removing `text` from a model with `tags` does, by Docker's
+    /// rules: a tag of a model with other tags is only untagged; an ID or
+    /// digest of a model with several tags needs `force`; `force` always
+    /// deletes the whole model.
+    pub fn plan_removal(
+        &self,
+        tags: &[String],
+        text: &str,
+        force: bool,
+    ) -> Result<RemovalPlan, StoreError> {
+        let tag = self
+            .parse_ref(text)
+            .ok()
+            .filter(|r| r.digest().is_none())
+            .map(|r| r.full())
+            .filter(|full| tags.contains(full));
+        match (force, tags.len() > 1, tag) {
+            (false, true, Some(full)) => Ok(RemovalPlan::Untag(full)),
+            (false, true, None) => Err(StoreError::MultiplyTagged {
+                reference: text.to_owned(),
+                tags: tags.len(),
+            }),
+            _ => Ok(RemovalPlan::Delete),
+        }
+    }
+
     /// Removes a tag, or a whole model. A tag of a model with other tags is
     /// only untagged; an ID of a model with several tags needs `force`;
     /// `force` always deletes the whole model. Blobs no other model uses are
@@ -378,25 +392,12 @@ impl Store {
         let _lock = self.lock()?;
         let mut index = self.read_index()?;
         let entry = self.find(&index, text)?.clone();
-        let by_id = as_model_id(text.trim()).is_some_and(|hex| {
-            entry
-                .id
-                .strip_prefix("sha256:")
-                .is_some_and(|h| h.starts_with(hex))
-        }) || self.parse_ref(text).is_ok_and(|r| r.digest().is_some());
         let mut removal = Removal::default();
-        if !force && !by_id && entry.tags.len() > 1 {
-            let full = self.parse_ref(text)?.full();
+        if let RemovalPlan::Untag(full) = self.plan_removal(&entry.tags, text, force)? {
             untag_everywhere(&mut index, &full);
             self.write_index(&index)?;
             removal.untagged.push(full);
             return Ok(removal);
-        }
-        if !force && entry.tags.len() > 1 {
-            return Err(StoreError::MultiplyTagged {
-                reference: text.to_owned(),
-                tags: entry.tags.len(),
-            });
         }
         index.models.retain(|m| m.id != entry.id);
         // The index goes first: from here the model is invisible, and a
@@ -406,72 +407,6 @@ impl Store {
         removal.deleted = Some(entry.id.clone());
         self.collect(&index, &entry.id);
         Ok(removal)
-    }
-
-    /// Deletes those of `digests` that no stored model uses (the blobs of a
-    /// failed pull).
-    /// (`digests` are pinned once by the caller; other pins protect them.)
-    pub(crate) fn discard_unreferenced(&self, digests: Vec<String>) -> Result<(), StoreError> {
-        let _lock = self.lock()?;
-        let in_use = self.blobs_in_use(&self.read_index()?);
-        for digest in digests {
-            if !in_use.contains(&digest) && self.pin_count(&digest) <= 1 {
-                let _ = fs::remove_file(self.blob_path(&digest));
-            }
-        }
-        Ok(())
-    }
-
-    /// Pins `digests` until the returned guard drops.
-    pub(crate) fn pin(&self, digests: impl IntoIterator<Item = String>) -> Pins {
-        let digests: Vec<String> = digests.into_iter().collect();
-        let mut pins = self.pins.lock().unwrap_or_else(PoisonError::into_inner);
-        for digest in &digests {
-            *pins.entry(digest.clone()).or_default() += 1;
-        }
-        Pins {
-            pins: self.pins.clone(),
-            digests,
-        }
-    }
-
-    fn pin_count(&self, digest: &str) -> usize {
-        self.pins
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(digest)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn blobs_in_use(&self, index: &Index) -> HashSet<String> {
-        let mut in_use = HashSet::new();
-        for entry in &index.models {
-            if let Ok(other) =
-                read(&self.manifest_path(&entry.id)).and_then(|b| Manifest::parse(&b, &entry.id))
-            {
-                in_use.extend(other.blobs().map(|b| b.digest.clone()));
-            }
-        }
-        in_use
-    }
-
-    /// Deletes the manifest `id` and the blobs no model in `index` uses.
-    fn collect(&self, index: &Index, id: &str) {
-        let Ok(bytes) = read(&self.manifest_path(id)) else {
-            return;
-        };
-        let Ok(manifest) = Manifest::parse(&bytes, id) else {
-            return;
-        };
-        let in_use = self.blobs_in_use(index);
-        for blob in manifest.blobs() {
-            if !in_use.contains(&blob.digest) && self.pin_count(&blob.digest) == 0 {
-                let _ = fs::remove_file(self.blob_path(&blob.digest));
-            }
-        }
-        let _ = fs::remove_file(self.manifest_path(id));
-        let _ = fs::remove_dir_all(self.bundle_dir(id));
     }
 
     /// A new file in `tmp/` to write a blob into.
@@ -522,7 +457,7 @@ impl Store {
         Ok(())
     }
 
-    fn read_index(&self) -> Result<Index, StoreError> {
+    pub(crate) fn read_index(&self) -> Result<Index, StoreError> {
         let path = self.root.join("models.json");
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Io {
@@ -543,7 +478,7 @@ impl Store {
     }
 
     /// An exclusive lock on the index, across processes.
-    fn lock(&self) -> Result<File, StoreError> {
+    pub(crate) fn lock(&self) -> Result<File, StoreError> {
         let path = self.root.join(".lock");
         let file = File::options()
             .create(true)
@@ -555,68 +490,6 @@ impl Store {
             .map_err(StoreError::io(format!("cannot lock {}", path.display())))?;
         Ok(file)
     }
-
-    /// Removes what interrupted work left behind, once it is old enough
-    /// that no live process can still be using it: files in `tmp/` (and
-    /// bundle staging directories) older than an hour; manifests the index
-    /// does not name and blobs no indexed manifest uses, older than an hour
-    /// (a crash between the index write and the cleanup of a delete, or a
-    /// pull that died before its index write); `.partial` downloads
-    /// untouched for a week.
-    fn sweep(&self) {
-        const STALE: u64 = 3600;
-        const STALE_PARTIAL: u64 = 7 * 24 * 3600;
-        let age = |path: &Path| {
-            fs::symlink_metadata(path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .map_or(0, |d| d.as_secs())
-        };
-        if let Ok(entries) = fs::read_dir(self.root.join("tmp")) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if age(&path) > STALE {
-                    let _ = fs::remove_file(&path).or_else(|_| fs::remove_dir_all(&path));
-                }
-            }
-        }
-        let Ok(_lock) = self.lock() else { return };
-        let Ok(index) = self.read_index() else { return };
-        let known: HashSet<&str> = index
-            .models
-            .iter()
-            .filter_map(|m| m.id.strip_prefix("sha256:"))
-            .collect();
-        if let Ok(entries) = fs::read_dir(self.root.join("manifests/sha256")) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !known.contains(name.as_str()) && age(&entry.path()) > STALE {
-                    let _ = fs::remove_file(entry.path());
-                }
-            }
-        }
-        let in_use = self.blobs_in_use(&index);
-        if let Ok(entries) = fs::read_dir(self.root.join("blobs/sha256")) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let path = entry.path();
-                let stale = match name.strip_suffix(".partial") {
-                    Some(_) => age(&path) > STALE_PARTIAL,
-                    None => {
-                        let digest = format!("sha256:{name}");
-                        !in_use.contains(&digest)
-                            && self.pin_count(&digest) == 0
-                            && age(&path) > STALE
-                    }
-                };
-                if stale {
-                    tracing::info!(file = %path.display(), "removing an unreferenced store file");
-                    let _ = fs::remove_file(&path);
-                }
-            }
-        }
-    }
 }
 
 fn untag_everywhere(index: &mut Index, full: &str) {
@@ -625,7 +498,7 @@ fn untag_everywhere(index: &mut Index, full: &str) {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, StoreError> {
     fs::read(path).map_err(StoreError::io(format!("cannot read {}", path.display())))
 }
 
@@ -647,57 +520,4 @@ fn uuid_like() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{nanos:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use std::time::{Duration, SystemTime};
-
-    use super::*;
-
-    fn file_aged(path: &Path, age: Duration) {
-        std::fs::write(path, b"x").unwrap();
-        let file = File::options().write(true).open(path).unwrap();
-        file.set_modified(SystemTime::now() - age).unwrap();
-    }
-
-    #[test]
-    fn opening_sweeps_old_leftovers_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), "docker.io").unwrap();
-        let blobs = dir.path().join("blobs/sha256");
-        let hour = Duration::from_secs(3600);
-        let old_orphan = blobs.join("a".repeat(64));
-        let new_orphan = blobs.join("b".repeat(64));
-        let old_partial = blobs.join(format!("{}.partial", "c".repeat(64)));
-        let new_partial = blobs.join(format!("{}.partial", "d".repeat(64)));
-        let old_manifest = dir.path().join("manifests/sha256").join("e".repeat(64));
-        let old_tmp_dir = dir.path().join("tmp/bundle-x");
-        file_aged(&old_orphan, 2 * hour);
-        file_aged(&new_orphan, Duration::ZERO);
-        file_aged(&old_partial, 8 * 24 * hour);
-        file_aged(&new_partial, 2 * hour);
-        file_aged(&old_manifest, 2 * hour);
-        std::fs::create_dir_all(&old_tmp_dir).unwrap();
-        File::open(&old_tmp_dir)
-            .unwrap()
-            .set_modified(SystemTime::now() - 2 * hour)
-            .unwrap();
-        // A pinned old orphan (a pull in flight in this process) stays.
-        let pinned = blobs.join("f".repeat(64));
-        file_aged(&pinned, 2 * hour);
-        let _pins = store.pin([format!("sha256:{}", "f".repeat(64))]);
-        store.sweep();
-        assert!(!old_orphan.exists());
-        assert!(
-            new_orphan.exists(),
-            "may belong to a pull in flight elsewhere"
-        );
-        assert!(!old_partial.exists());
-        assert!(new_partial.exists(), "kept to resume");
-        assert!(!old_manifest.exists());
-        assert!(!old_tmp_dir.exists());
-        assert!(pinned.exists());
-    }
 }

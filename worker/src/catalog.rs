@@ -3,10 +3,9 @@
 //! first time a request names it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
-use herd_store::{Registry, RegistryOptions, Store, StoreError, StoredModel};
+use herd_store::{Registry, RegistryOptions, RemovalPlan, Store, StoreError, StoredModel};
 
 use crate::config::{DEFAULT_CONTEXT_SIZE, ModelConfig, StoreSettings};
 use crate::engine::Engine;
@@ -277,32 +276,16 @@ impl Catalog {
         let _one_at_a_time = self.load_lock.blocking_lock();
         let model = self.store.resolve(text)?;
         let loaded = self.loaded_names(engine, &model);
-        let tag = self
-            .store
-            .parse_ref(text)
-            .ok()
-            .filter(|r| r.tag().is_some() && model.tags.contains(&r.full()));
-        if !force && tag.is_none() && model.tags.len() > 1 {
-            // An ID of a model with several tags is ambiguous whether or not
-            // it is loaded.
-            return Err(StoreError::MultiplyTagged {
-                reference: text.to_owned(),
-                tags: model.tags.len(),
+        let unload: Vec<String> = match self.store.plan_removal(&model.tags, text, force)? {
+            // The model stays; only a name served under that very tag goes.
+            RemovalPlan::Untag(full) => {
+                let familiar = self.store.familiar(&full);
+                loaded.into_iter().filter(|n| *n == familiar).collect()
             }
-            .into());
-        }
-        // Untagging one of several tags leaves the model; only a name
-        // served under that very tag goes.
-        let only_untags = !force && model.tags.len() > 1 && tag.is_some();
-        let unload: Vec<String> = if only_untags {
-            let familiar = tag
-                .map(|t| t.familiar(self.store.default_registry()))
-                .unwrap_or_default();
-            loaded.into_iter().filter(|n| *n == familiar).collect()
-        } else if !loaded.is_empty() && !force {
-            return Err(CatalogError::Loaded(loaded.join(", ")));
-        } else {
-            loaded
+            RemovalPlan::Delete if !loaded.is_empty() && !force => {
+                return Err(CatalogError::Loaded(loaded.join(", ")));
+            }
+            RemovalPlan::Delete => loaded,
         };
         for name in &unload {
             engine.unload(name);
@@ -311,6 +294,3 @@ impl Catalog {
         Ok(self.store.remove(text, force)?)
     }
 }
-
-/// A catalog shared by the service's handlers.
-pub type SharedCatalog = Arc<Catalog>;

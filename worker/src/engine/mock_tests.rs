@@ -11,13 +11,7 @@ fn request(id: &str, max_tokens: Option<u32>) -> GenerationRequest {
     GenerationRequest {
         id: id.into(),
         model: "mock".into(),
-        input: Input::Chat(vec![ChatMessage {
-            role: "user".into(),
-            content: "hello there".into(),
-            name: None,
-            tool_calls: vec![],
-            tool_call_id: None,
-        }]),
+        input: Input::Chat(vec![ChatMessage::new("user", "hello there")]),
         sampling: Sampling {
             seed: 7,
             ..Sampling::default()

@@ -38,6 +38,19 @@ pub struct ChatMessage {
     pub tool_call_id: Option<String>,
 }
 
+impl ChatMessage {
+    /// A plain message: no name, no tool calls.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+            name: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+}
+
 /// A function the model may call.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Tool {

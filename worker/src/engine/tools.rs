@@ -29,13 +29,7 @@ pub fn prepare(messages: &[ChatMessage], tools: &ToolUse) -> Vec<ChatMessage> {
             content: format!("{}\n\n{instructions}", first.content),
             ..first.clone()
         }),
-        _ => out.push(ChatMessage {
-            role: "system".into(),
-            content: instructions,
-            name: None,
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        }),
+        _ => out.push(ChatMessage::new("system", instructions)),
     }
     let rest = match messages.first() {
         Some(first) if first.role == "system" => &messages[1..],
@@ -57,17 +51,14 @@ pub fn prepare(messages: &[ChatMessage], tools: &ToolUse) -> Vec<ChatMessage> {
                 tool_calls: Vec::new(),
                 ..m.clone()
             },
-            "tool" => ChatMessage {
-                role: "user".into(),
-                content: format!(
+            "tool" => ChatMessage::new(
+                "user",
+                format!(
                     "Result of tool call {}: {}",
                     m.tool_call_id.as_deref().unwrap_or("(unknown)"),
                     m.content
                 ),
-                name: None,
-                tool_calls: Vec::new(),
-                tool_call_id: None,
-            },
+            ),
             _ => m.clone(),
         });
     }
@@ -182,39 +173,35 @@ mod tests {
         }
     }
 
-    fn msg(role: &str, content: &str) -> ChatMessage {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-            name: None,
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        }
-    }
-
     #[test]
     fn instructions_join_an_existing_system_message() {
         let out = prepare(
-            &[msg("system", "Be brief."), msg("user", "Weather in Paris?")],
+            &[
+                ChatMessage::new("system", "Be brief."),
+                ChatMessage::new("user", "Weather in Paris?"),
+            ],
             &weather(),
         );
         assert_eq!(out.len(), 2);
         assert!(out[0].content.starts_with("Be brief.") && out[0].content.contains("get_weather"));
-        let out = prepare(&[msg("user", "Hi")], &weather());
+        let out = prepare(&[ChatMessage::new("user", "Hi")], &weather());
         assert_eq!((out[0].role.as_str(), out.len()), ("system", 2));
     }
 
     #[test]
     fn earlier_calls_and_results_become_text() {
-        let mut call = msg("assistant", "");
+        let mut call = ChatMessage::new("assistant", "");
         call.tool_calls.push(ToolCall {
             id: "call_1".into(),
             name: "get_weather".into(),
             arguments: r#"{"city":"Paris"}"#.into(),
         });
-        let mut result = msg("tool", "18C, sunny");
+        let mut result = ChatMessage::new("tool", "18C, sunny");
         result.tool_call_id = Some("call_1".into());
-        let out = prepare(&[msg("user", "Weather?"), call, result], &weather());
+        let out = prepare(
+            &[ChatMessage::new("user", "Weather?"), call, result],
+            &weather(),
+        );
         assert!(out[2].content.contains(r#""tool_call""#) && out[2].content.contains("Paris"));
         assert_eq!(out[3].role, "user");
         assert!(out[3].content.contains("call_1") && out[3].content.contains("sunny"));

@@ -74,21 +74,14 @@ impl ChatTemplate {
 mod tests {
     use super::*;
 
-    fn msg(role: &str, content: &str) -> ChatMessage {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-            name: None,
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        }
-    }
-
     #[test]
     fn chatml_renders_messages_and_generation_prompt() {
         let t = ChatTemplate::new(CHATML_TEMPLATE, "<s>".into(), "</s>".into()).unwrap();
         let out = t
-            .render(&[msg("system", "Be brief."), msg("user", "Hi")])
+            .render(&[
+                ChatMessage::new("system", "Be brief."),
+                ChatMessage::new("user", "Hi"),
+            ])
             .unwrap();
         assert_eq!(
             out,
@@ -100,14 +93,17 @@ mod tests {
     fn python_string_methods_work() {
         let src = "{% for m in messages %}{{ m['content'].strip().upper() }}{% endfor %}";
         let t = ChatTemplate::new(src, String::new(), String::new()).unwrap();
-        assert_eq!(t.render(&[msg("user", "  hi ")]).unwrap(), "HI");
+        assert_eq!(
+            t.render(&[ChatMessage::new("user", "  hi ")]).unwrap(),
+            "HI"
+        );
     }
 
     #[test]
     fn raise_exception_is_an_invalid_request() {
         let src = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first must be user') }}{% endif %}";
         let t = ChatTemplate::new(src, String::new(), String::new()).unwrap();
-        let err = t.render(&[msg("assistant", "x")]).unwrap_err();
+        let err = t.render(&[ChatMessage::new("assistant", "x")]).unwrap_err();
         assert!(matches!(err, EngineError::InvalidRequest(m) if m.contains("first must be user")));
     }
 }
