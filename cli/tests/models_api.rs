@@ -275,15 +275,7 @@ async fn bad_pulls_get_the_right_status() {
         (json!({}), 400, "invalid_value"),
     ];
     for (body, want, code) in cases {
-        let resp = herd
-            .http
-            .post(format!("{}/models/create", herd.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let reply: Value = resp.json().await.unwrap();
+        let (status, reply) = herd.post("/models/create", &body).await;
         let err = assert_error(status, &reply, want);
         assert_eq!(err["code"], code, "{body}: {reply}");
     }

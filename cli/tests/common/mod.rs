@@ -97,39 +97,21 @@ impl Herd {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap())
+        send_json(self.http.post(format!("{}{path}", self.url)).json(body)).await
     }
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap())
+        send_json(
+            self.http
+                .post(format!("{}{path}", self.url))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap())
+        send_json(self.http.get(format!("{}{path}", self.url))).await
     }
 
     /// Posts with `stream: true` and returns every SSE `data:` payload.
@@ -179,6 +161,13 @@ impl Herd {
         assert_eq!(status, 200);
         body["workers"][0]["status"].clone()
     }
+}
+
+/// Sends the request and returns the status and the JSON body.
+pub async fn send_json(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = request.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
 }
 
 /// Splits an SSE body into its `data:` payloads, checking the framing.
