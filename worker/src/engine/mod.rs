@@ -104,6 +104,11 @@ pub struct Sampling {
     pub frequency_penalty: f32,
 }
 
+impl Sampling {
+    /// The range of `presence_penalty` and `frequency_penalty` (OpenAI's).
+    pub const PENALTY_RANGE: std::ops::RangeInclusive<f32> = -2.0..=2.0;
+}
+
 impl Default for Sampling {
     fn default() -> Self {
         Self {

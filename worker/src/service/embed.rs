@@ -5,6 +5,9 @@ use herd_proto::v1 as pb;
 use crate::engine::{EmbedInput, Engine};
 use crate::error::EngineError;
 
+/// The most inputs one request may embed (OpenAI's limit).
+pub const MAX_INPUTS: usize = 2048;
+
 pub async fn run(
     engine: &dyn Engine,
     request: pb::EmbedRequest,
@@ -12,10 +15,10 @@ pub async fn run(
     if request.model.is_empty() {
         return Err(EngineError::InvalidRequest("`model` is required".into()));
     }
-    if request.inputs.is_empty() {
-        return Err(EngineError::InvalidRequest(
-            "`inputs` must not be empty".into(),
-        ));
+    if request.inputs.is_empty() || request.inputs.len() > MAX_INPUTS {
+        return Err(EngineError::InvalidRequest(format!(
+            "`inputs` must hold 1 to {MAX_INPUTS} inputs"
+        )));
     }
     let inputs = request
         .inputs
@@ -35,4 +38,34 @@ pub async fn run(
             .collect(),
         prompt_tokens: out.prompt_tokens,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::mock::{MockConfig, MockEngine};
+
+    fn request(count: usize) -> pb::EmbedRequest {
+        pb::EmbedRequest {
+            model: "mock".into(),
+            inputs: (0..count)
+                .map(|_| pb::EmbedInput {
+                    input: Some(pb::embed_input::Input::Text("a".into())),
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_number_of_inputs_is_bounded() {
+        let engine = MockEngine::new(MockConfig::default()).unwrap();
+        let reply = run(&engine, request(MAX_INPUTS)).await.unwrap();
+        assert_eq!(reply.embeddings.len(), MAX_INPUTS);
+        for count in [0, MAX_INPUTS + 1] {
+            assert!(matches!(
+                run(&engine, request(count)).await,
+                Err(EngineError::InvalidRequest(_))
+            ));
+        }
+    }
 }

@@ -106,6 +106,10 @@ fn finish_reason(reason: FinishReason) -> pb::FinishReason {
     }
 }
 
+/// The most stop strings a request may give, and their longest length.
+const MAX_STOPS: usize = 16;
+const MAX_STOP_BYTES: usize = 1024;
+
 /// Checks a wire request and applies sampling defaults.
 pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationRequest, EngineError> {
     let invalid = |m: &str| EngineError::InvalidRequest(m.to_owned());
@@ -161,11 +165,34 @@ pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationReque
     ]
     .iter()
     .all(|v| v.is_finite());
-    if !finite || sampling.temperature < 0.0 || !(0.0..=1.0).contains(&sampling.top_p) {
-        return Err(invalid("sampling parameters out of range"));
+    if !finite || sampling.temperature < 0.0 {
+        return Err(invalid(
+            "sampling parameters must be finite, temperature at least 0",
+        ));
+    }
+    if !(0.0..=1.0).contains(&sampling.top_p) || !(0.0..=1.0).contains(&sampling.min_p) {
+        return Err(invalid("`top_p` and `min_p` must be between 0 and 1"));
+    }
+    // OpenAI's range. Larger penalties push tokens the grammar allows down
+    // to -inf like the ones it forbids, and llama.cpp aborts the process
+    // when it then samples a forbidden token.
+    let penalties = Sampling::PENALTY_RANGE;
+    if !penalties.contains(&sampling.presence_penalty)
+        || !penalties.contains(&sampling.frequency_penalty)
+    {
+        return Err(invalid(
+            "`presence_penalty` and `frequency_penalty` must be between -2 and 2",
+        ));
     }
     if request.max_tokens == Some(0) {
         return Err(invalid("`max_tokens` must be at least 1"));
+    }
+    // Every stop string is looked for after every token, on the thread
+    // that decodes all of the model's slots.
+    if request.stop.len() > MAX_STOPS || request.stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(invalid(&format!(
+            "`stop` takes at most {MAX_STOPS} strings of at most {MAX_STOP_BYTES} bytes"
+        )));
     }
     let constraint = match request.response_format.and_then(|f| f.format) {
         None | Some(pb::response_format::Format::JsonObject(false)) => None,
@@ -307,6 +334,46 @@ mod tests {
             temperature: Some(f32::NAN),
             ..Default::default()
         });
+        assert!(matches!(
+            to_engine_request(r),
+            Err(EngineError::InvalidRequest(_))
+        ));
+        for sampling in [
+            pb::SamplingParams {
+                presence_penalty: 3e38,
+                ..Default::default()
+            },
+            pb::SamplingParams {
+                frequency_penalty: -2.5,
+                ..Default::default()
+            },
+            pb::SamplingParams {
+                min_p: Some(1.5),
+                ..Default::default()
+            },
+        ] {
+            let mut r = chat_request();
+            r.sampling = Some(sampling);
+            assert!(matches!(
+                to_engine_request(r),
+                Err(EngineError::InvalidRequest(_))
+            ));
+        }
+        let mut r = chat_request();
+        r.sampling = Some(pb::SamplingParams {
+            presence_penalty: 2.0,
+            frequency_penalty: -2.0,
+            ..Default::default()
+        });
+        assert!(to_engine_request(r).is_ok(), "the range is inclusive");
+        let mut r = chat_request();
+        r.stop = vec!["x".into(); MAX_STOPS + 1];
+        assert!(matches!(
+            to_engine_request(r),
+            Err(EngineError::InvalidRequest(_))
+        ));
+        let mut r = chat_request();
+        r.stop = vec!["x".repeat(MAX_STOP_BYTES + 1)];
         assert!(matches!(
             to_engine_request(r),
             Err(EngineError::InvalidRequest(_))

@@ -30,8 +30,10 @@ pub fn build(
             n_vocab,
             PENALTY_WINDOW,
             1.0,
-            sampling.frequency_penalty,
-            sampling.presence_penalty,
+            // Checked at the gRPC edge; clamped again because an infinite
+            // penalty makes llama.cpp abort under a grammar.
+            clamp_penalty(sampling.frequency_penalty),
+            clamp_penalty(sampling.presence_penalty),
         ));
     }
     if sampling.temperature <= 0.0 {
@@ -52,4 +54,9 @@ pub fn build(
         chain.push(LlamaSampler::dist(sampling.seed));
     }
     Ok(LlamaSampler::chain_simple(chain))
+}
+
+fn clamp_penalty(penalty: f32) -> f32 {
+    let range = Sampling::PENALTY_RANGE;
+    penalty.clamp(*range.start(), *range.end())
 }
