@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use herd_store::{Registry, RegistryOptions, RemovalPlan, Store, StoreError, StoredModel};
 
-use crate::config::{DEFAULT_CONTEXT_SIZE, ModelConfig, StoreSettings};
+use crate::config::{ModelConfig, StoreSettings, default_context_size};
 use crate::engine::Engine;
 use crate::error::{CatalogError, EngineError};
 
@@ -125,17 +125,9 @@ impl Catalog {
     /// Context per slot for `model`: configured, else min(the artifact's
     /// context size, 4096).
     pub fn context_size(&self, model: &StoredModel) -> u32 {
-        self.defaults.context_size.unwrap_or_else(|| {
-            model
-                .config
-                .config
-                .context_size
-                .map_or(DEFAULT_CONTEXT_SIZE, |c| {
-                    u32::try_from(c)
-                        .unwrap_or(u32::MAX)
-                        .min(DEFAULT_CONTEXT_SIZE)
-                })
-        })
+        self.defaults
+            .context_size
+            .unwrap_or_else(|| default_context_size(model.config.config.context_size))
     }
 
     /// The names under which the engine has `model`'s weights loaded.

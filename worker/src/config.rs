@@ -8,6 +8,19 @@ use serde::Deserialize;
 
 /// Context length per slot when neither the config nor the model says less.
 pub const DEFAULT_CONTEXT_SIZE: u32 = 4096;
+
+/// The context sizes (tokens per slot) a worker accepts.
+pub const CONTEXT_SIZE_RANGE: std::ops::RangeInclusive<u32> = 16..=1 << 20;
+
+/// The context per slot when none is configured: what the model (its
+/// artifact or its GGUF) says, at most `DEFAULT_CONTEXT_SIZE`; a value
+/// below the accepted range counts as unknown.
+pub fn default_context_size(from_model: Option<u64>) -> u32 {
+    from_model
+        .map(|c| u32::try_from(c).unwrap_or(u32::MAX))
+        .filter(|c| *c >= *CONTEXT_SIZE_RANGE.start())
+        .map_or(DEFAULT_CONTEXT_SIZE, |c| c.min(DEFAULT_CONTEXT_SIZE))
+}
 /// Slots per model when not configured: two per core (a CPU decode step is
 /// memory-bound, so a second sequence per core is almost free), between 2
 /// and 8 — 4 on a 2-core machine.
@@ -226,7 +239,7 @@ impl WorkerConfig {
             }
             if model
                 .context_size
-                .is_some_and(|c| !(16..=1 << 20).contains(&c))
+                .is_some_and(|c| !CONTEXT_SIZE_RANGE.contains(&c))
             {
                 return Err(invalid(
                     field("context_size"),
@@ -255,7 +268,7 @@ impl WorkerConfig {
         }
         if store
             .context_size
-            .is_some_and(|c| !(16..=1 << 20).contains(&c))
+            .is_some_and(|c| !CONTEXT_SIZE_RANGE.contains(&c))
         {
             return Err(invalid(
                 "store.context_size".into(),
@@ -277,6 +290,18 @@ impl WorkerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_model_context_is_capped_and_nonsense_ignored() {
+        assert_eq!(default_context_size(None), DEFAULT_CONTEXT_SIZE);
+        assert_eq!(default_context_size(Some(2048)), 2048);
+        assert_eq!(default_context_size(Some(131_072)), DEFAULT_CONTEXT_SIZE);
+        assert_eq!(default_context_size(Some(1 << 40)), DEFAULT_CONTEXT_SIZE);
+        // An artifact saying 0 (or too little to hold a prompt) is ignored.
+        assert_eq!(default_context_size(Some(0)), DEFAULT_CONTEXT_SIZE);
+        assert_eq!(default_context_size(Some(15)), DEFAULT_CONTEXT_SIZE);
+        assert_eq!(default_context_size(Some(16)), 16);
+    }
 
     #[test]
     fn example_file_loads_and_validates() {

@@ -150,7 +150,7 @@ fn start_model(
     let model = Arc::new(LoadedModel::load(backend, config, gpu)?);
     let context_per_slot = config
         .context_size
-        .unwrap_or_else(|| model.n_ctx_train.min(crate::config::DEFAULT_CONTEXT_SIZE));
+        .unwrap_or_else(|| crate::config::default_context_size(Some(model.n_ctx_train.into())));
     let settings = RunnerSettings {
         slots: config.parallel,
         context_per_slot,
