@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
+use oci_client::RegistryOperation;
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
@@ -24,6 +25,13 @@ use crate::store::{Store, StoredModel, sha256_digest};
 
 /// Progress is reported at most once per this many bytes of a blob.
 const PROGRESS_STEP: u64 = 1 << 20;
+
+/// The largest manifest read (Docker's limit); a registry sending more is
+/// refused before it can fill the worker's memory.
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+/// How much of a registry's error body is kept for the message.
+const MAX_ERROR_BYTES: usize = 16 << 10;
 
 /// Credentials for a registry.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -99,6 +107,12 @@ impl Registry {
         Self { options }
     }
 
+    /// Whether `reference`'s registry is spoken to over plain HTTP.
+    fn plain_http(&self, reference: &ModelRef) -> bool {
+        let registry = reference.registry();
+        is_loopback(registry) || self.options.insecure.iter().any(|r| r == registry)
+    }
+
     fn client(&self, reference: &ModelRef) -> (Client, Reference, RegistryAuth) {
         let registry = reference.registry().to_owned();
         let mut insecure = self.options.insecure.clone();
@@ -171,10 +185,13 @@ impl Registry {
         }
         let (client, oci_ref, auth) = self.client(reference);
         let registry_error = |source| classify(reference, &full, source);
-        let (manifest_bytes, _) = client
-            .pull_manifest_raw(&oci_ref, &auth, &[MANIFEST_MEDIA_TYPE])
-            .await
-            .map_err(registry_error)?;
+        let manifest_bytes =
+            match fetch_manifest(&client, &oci_ref, &auth, self.plain_http(reference), &full).await
+            {
+                Ok(bytes) => bytes,
+                Err(Fetch::Oci(source)) => return Err(registry_error(source)),
+                Err(Fetch::Store(e)) => return Err(e),
+            };
         let id = sha256_digest(&manifest_bytes);
         if let Some(expected) = reference.digest()
             && expected != id
@@ -349,6 +366,76 @@ impl From<StoreError> for Fetch {
     }
 }
 
+/// Fetches `oci_ref`'s manifest, at most `MAX_MANIFEST_BYTES` of it
+/// (`oci-client` would read whatever the registry sends into memory). The
+/// handshake is `oci-client`'s, so its token serves the blob requests too.
+async fn fetch_manifest(
+    client: &Client,
+    oci_ref: &Reference,
+    auth: &RegistryAuth,
+    plain_http: bool,
+    full: &str,
+) -> Result<Vec<u8>, Fetch> {
+    let token = client
+        .auth(oci_ref, auth, RegistryOperation::Pull)
+        .await
+        .map_err(Fetch::Oci)?;
+    let url = format!(
+        "{scheme}://{registry}/v2/{repository}/manifests/{reference}",
+        scheme = if plain_http { "http" } else { "https" },
+        registry = oci_ref.resolve_registry(),
+        repository = oci_ref.repository(),
+        reference = oci_ref.digest().or(oci_ref.tag()).unwrap_or("latest"),
+    );
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| Fetch::Oci(e.into()))?;
+    let mut request = http
+        .get(&url)
+        .header(http::header::ACCEPT, MANIFEST_MEDIA_TYPE);
+    request = match (token, auth) {
+        (Some(token), _) => request.bearer_auth(token),
+        (None, RegistryAuth::Basic(username, password)) => {
+            request.basic_auth(username, Some(password))
+        }
+        (None, _) => request,
+    };
+    let mut response = request.send().await.map_err(|e| Fetch::Oci(e.into()))?;
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    let limit = if status == 200 {
+        MAX_MANIFEST_BYTES
+    } else {
+        MAX_ERROR_BYTES
+    };
+    while let Some(chunk) = response.chunk().await.map_err(|e| Fetch::Oci(e.into()))? {
+        if body.len() + chunk.len() > limit {
+            if status != 200 {
+                break;
+            }
+            return Err(Fetch::Store(StoreError::InvalidArtifact {
+                reference: full.to_owned(),
+                reason: format!("the manifest is larger than {limit} bytes"),
+            }));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    match status {
+        200 => Ok(body),
+        404 => Err(Fetch::Oci(
+            OciDistributionError::ImageManifestNotFoundError(full.to_owned()),
+        )),
+        401 | 403 => Err(Fetch::Oci(OciDistributionError::UnauthorizedError { url })),
+        code => Err(Fetch::Oci(OciDistributionError::ServerError {
+            code,
+            url,
+            message: String::from_utf8_lossy(&body).into_owned(),
+        })),
+    }
+}
+
 /// Downloads one blob into the store, resuming a `.partial` file.
 async fn fetch_blob(
     client: &Client,
@@ -467,7 +554,6 @@ async fn fetch_blob(
                 }
             };
             if current + chunk.len() as u64 > blob.size {
-                drop(file);
                 let _ = tokio::fs::remove_file(&partial).await;
                 return Err(StoreError::DigestMismatch {
                     what: format!("blob {}", blob.digest),
@@ -488,7 +574,8 @@ async fn fetch_blob(
     }
     file.flush().await.map_err(io("cannot write"))?;
     file.sync_all().await.map_err(io("cannot sync"))?;
-    drop(file);
+    // `file` holds the lock until the function returns: the partial file is
+    // removed or moved into place before another writer may look at it.
     if current < blob.size {
         // Interrupted: keep the partial file for the next attempt.
         let source = stream_error.map_or_else(

@@ -372,3 +372,75 @@ async fn basic_auth_is_sent_and_refusals_are_unauthorized() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err:?}");
 }
+
+/// A "registry" on a loopback port that answers every manifest request with
+/// an endless body; returns its host and the bytes it managed to send.
+async fn endless_manifest_server() -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /v2/ ") {
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                        )
+                        .await;
+                    return;
+                }
+                let header = "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\nconnection: close\r\n\r\n{\"x\":\"";
+                if socket.write_all(header.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'a'; 64 << 10];
+                // Bounded, so that a client without a cap fails the test
+                // instead of exhausting memory: 1 GiB.
+                for _ in 0..(1 << 14) {
+                    if socket.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (host, sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_manifest_is_refused_without_filling_memory() {
+    let (host, sent) = endless_manifest_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = store(dir.path());
+    let reference = local.parse_ref(&format!("{host}/evil/model:v1")).unwrap();
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        registry().pull(&local, &reference, quiet()),
+    )
+    .await
+    .expect("the pull gave up in time")
+    .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::InvalidArtifact { reason, .. } if reason.contains("larger than")),
+        "{err:?}"
+    );
+    // The client stopped reading at the cap (plus what the sockets buffer),
+    // far below the 1 GiB on offer.
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent < 64 << 20, "{sent} bytes were sent");
+    assert!(local.list().unwrap().is_empty());
+}
