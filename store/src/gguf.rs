@@ -186,7 +186,11 @@ impl<R: Read> Reader<R> {
             }
             let ggml_type = self.u32()?;
             let offset = self.u64()?;
-            parameters = parameters.saturating_add(dims.iter().product());
+            let elements = dims
+                .iter()
+                .try_fold(1u64, |n, d| n.checked_mul(*d))
+                .ok_or_else(|| format!("tensor `{name}` has more than 2^64 elements"))?;
+            parameters = parameters.saturating_add(elements);
             tensors.push(TensorInfo {
                 name,
                 dims,
@@ -442,6 +446,23 @@ mod tests {
                 "{len}"
             );
         }
+    }
+
+    #[test]
+    fn a_tensor_too_large_to_count_is_an_error() {
+        let mut bytes = tiny_gguf();
+        let dims: Vec<u8> = [64u64.to_le_bytes(), 32u64.to_le_bytes()].concat();
+        let at = bytes.windows(16).position(|w| w == dims).unwrap();
+        let huge = (1u64 << 33).to_le_bytes();
+        bytes[at..at + 8].copy_from_slice(&huge);
+        bytes[at + 8..at + 16].copy_from_slice(&huge);
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&bytes).unwrap();
+        let err = GgufSummary::read(file.path()).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::InvalidGguf { reason, .. } if reason.contains("elements")),
+            "{err:?}"
+        );
     }
 
     #[test]
