@@ -183,6 +183,28 @@ async fn the_models_api_pulls_lists_tags_pushes_and_deletes() {
     assert_eq!(tagged["target"], "me/smol:v2");
     let (_, model) = herd.get("/models/me/smol:v2").await;
     assert_eq!(model["tags"], json!(["ai/smollm2:latest", "me/smol:v2"]));
+    // The new tag names the loaded model: same weights, one model in memory.
+    assert_eq!(
+        answer(&herd, "me/smol:v2").await,
+        answer(&herd, "ai/smollm2").await
+    );
+    let (_, models) = herd.get("/v1/models").await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["ai/smollm2:latest", "me/smol:v2"]);
+    let worker = herd.worker_status().await;
+    let loaded: Vec<&Value> = worker["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["loaded"] == true)
+        .collect();
+    assert_eq!(loaded.len(), 1, "{worker}");
+    assert_eq!(loaded[0]["aliases"], json!(["me/smol:v2"]), "{worker}");
     let (status, body) = delete(&herd, &format!("/models/{short}")).await;
     assert_eq!(
         assert_error(status, &body, 409)["code"],

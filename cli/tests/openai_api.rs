@@ -242,6 +242,12 @@ async fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     let (s, b) = herd.post("/v1/chat/completions", &chat(&long, 1)).await;
     let e = assert_error(s, &b, 400);
     assert_eq!(e["code"], "context_length_exceeded");
+    assert_eq!(e["param"], "messages");
+    let body = json!({"model": MODEL, "prompt": long, "max_tokens": 1});
+    let (s, b) = herd.post("/v1/completions", &body).await;
+    let e = assert_error(s, &b, 400);
+    assert_eq!(e["code"], "context_length_exceeded");
+    assert_eq!(e["param"], "prompt");
 
     // Still healthy.
     let (s, b) = herd.post("/v1/chat/completions", &chat("Hi", 2)).await;

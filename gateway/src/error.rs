@@ -31,6 +31,9 @@ pub enum ApiError {
     ContextLengthExceeded {
         prompt_tokens: u64,
         context_size: u64,
+        /// The request field holding the input (`messages`, `prompt`,
+        /// `input`); see [`ApiError::for_input`].
+        param: &'static str,
     },
     #[error("{0}")]
     InvalidRequest(String),
@@ -94,7 +97,7 @@ impl ApiError {
         match self {
             Self::InvalidField { param, .. } | Self::Unsupported { param, .. } => Some(param),
             Self::ModelNotFound(_) => Some("model"),
-            Self::ContextLengthExceeded { .. } => Some("messages"),
+            Self::ContextLengthExceeded { param, .. } => Some(param),
             _ => None,
         }
     }
@@ -169,6 +172,23 @@ impl ApiError {
         }
     }
 
+    /// Names `param` as the field of the input that is too long (the
+    /// worker does not know which endpoint the request came through).
+    pub fn for_input(self, param: &'static str) -> Self {
+        match self {
+            Self::ContextLengthExceeded {
+                prompt_tokens,
+                context_size,
+                ..
+            } => Self::ContextLengthExceeded {
+                prompt_tokens,
+                context_size,
+                param,
+            },
+            other => other,
+        }
+    }
+
     /// Maps a worker's gRPC status, using its `herd-error-code` when present.
     pub fn from_status(status: &tonic::Status, model: &str) -> Self {
         let code = status
@@ -192,6 +212,7 @@ impl ApiError {
                     (Some(prompt_tokens), Some(context_size)) => Self::ContextLengthExceeded {
                         prompt_tokens,
                         context_size,
+                        param: "messages",
                     },
                     _ => Self::InvalidRequest(status.message().to_owned()),
                 }
@@ -250,10 +271,15 @@ mod tests {
             e,
             ApiError::ContextLengthExceeded {
                 prompt_tokens: 5000,
-                context_size: 4096
+                context_size: 4096,
+                param: "messages",
             }
         );
         assert!(e.to_string().contains("5000") && e.to_string().contains("4096"));
+        assert_eq!(e.body()["error"]["param"], "messages");
+        let e = e.for_input("prompt");
+        assert_eq!(e.body()["error"]["param"], "prompt");
+        assert_eq!(e.body()["error"]["code"], "context_length_exceeded");
     }
 
     #[test]

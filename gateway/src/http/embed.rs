@@ -22,6 +22,6 @@ pub async fn serve(
             let body = response(&request.model, request.encoding, embeddings);
             respond::json(session, StatusCode::OK, body).await
         }
-        Err(err) => respond::error(session, &err).await,
+        Err(err) => respond::error(session, &err.for_input("input")).await,
     }
 }

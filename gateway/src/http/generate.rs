@@ -44,7 +44,10 @@ pub async fn serve(
     };
     let generation = match dispatched {
         Ok(generation) => generation,
-        Err(err) => return respond::error(session, &err).await,
+        Err(err) => {
+            let err = err.for_input(meta.endpoint.input_param());
+            return respond::error(session, &err).await;
+        }
     };
     tracing::debug!(
         request_id = %meta.id,
@@ -85,7 +88,11 @@ enum Next {
 }
 
 /// Waits for the worker's next event, unless the client leaves first.
-async fn next_event(session: &mut ServerSession, generation: &mut Generation, model: &str) -> Next {
+async fn next_event(
+    session: &mut ServerSession,
+    generation: &mut Generation,
+    meta: &ResponseMeta,
+) -> Next {
     let message = tokio::select! {
         message = generation.events.message() => message,
         () = client_gone(session) => return Next::ClientGone,
@@ -101,7 +108,9 @@ async fn next_event(session: &mut ServerSession, generation: &mut Generation, mo
         Ok(None) => Next::Failed(ApiError::Upstream(
             "the worker ended the stream without finishing".into(),
         )),
-        Err(status) => Next::Failed(ApiError::from_status(&status, model)),
+        Err(status) => Next::Failed(
+            ApiError::from_status(&status, &meta.model).for_input(meta.endpoint.input_param()),
+        ),
     }
 }
 
@@ -113,7 +122,7 @@ async fn collect(
 ) -> bool {
     let mut text = String::new();
     let finished = loop {
-        match next_event(session, &mut generation, &meta.model).await {
+        match next_event(session, &mut generation, meta).await {
             Next::ClientGone => return false,
             Next::Finished(finished) => break finished,
             Next::Text(delta) => text.push_str(&delta),
@@ -158,9 +167,9 @@ async fn stream(
     }
     loop {
         let next = if out.is_empty() {
-            next_event(session, &mut generation, &meta.model).await
+            next_event(session, &mut generation, meta).await
         } else {
-            match next_event(session, &mut generation, &meta.model).now_or_never() {
+            match next_event(session, &mut generation, meta).now_or_never() {
                 Some(next) => next,
                 None => {
                     if session

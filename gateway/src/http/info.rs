@@ -112,6 +112,7 @@ fn status_json(s: &pb::StatusResponse) -> Value {
         },
         "models": s.models.iter().map(|m| json!({
             "name": m.name,
+            "aliases": m.aliases,
             "path": m.path,
             "size_bytes": m.size_bytes,
             "context_size": m.context_size,

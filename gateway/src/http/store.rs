@@ -41,8 +41,12 @@ pub async fn serve(
         StoreRoute::Create => match body::read_limited(session, max_body_bytes).await {
             Ok(body) => Some(body),
             Err(BodyError::Reject(err)) => {
+                // As for the OpenAI routes: take in the rest (bounded) so
+                // the client reads the answer, then close.
+                body::discard_rest(session, max_body_bytes.saturating_mul(4)).await;
                 session.set_keepalive(None);
-                return respond::error(session, &err).await;
+                respond::error(session, &err).await;
+                return false;
             }
             Err(BodyError::Gone) => return false,
         },

@@ -128,13 +128,15 @@ impl Fields {
     }
 
     /// Rejects a parameter Herd does not implement unless it has one of its
-    /// neutral values (`null`, `false`, `0`, `1` for `n`, an empty object…).
+    /// neutral values (`null`, `false`, `0`, `""`, an empty object or array).
     pub fn reject_unless_neutral(&self, name: &str, why: &str) -> Result<(), ApiError> {
         let neutral = match self.get(name) {
             None => true,
             Some(Value::Bool(b)) => !b,
             Some(Value::Object(m)) => m.is_empty(),
             Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+            Some(Value::String(s)) => s.is_empty(),
             Some(_) => false,
         };
         if neutral {
@@ -193,6 +195,35 @@ mod tests {
         assert_eq!(f(r#"{"stop":["a","b"]}"#).stop().unwrap(), vec!["a", "b"]);
         assert!(f(r#"{"stop":[1]}"#).stop().is_err());
         assert!(f(r#"{"stop":["a","b","c","d","e"]}"#).stop().is_err());
+    }
+
+    #[test]
+    fn neutral_values_of_unsupported_fields_pass() {
+        for body in [
+            r#"{}"#,
+            r#"{"x":null}"#,
+            r#"{"x":false}"#,
+            r#"{"x":0}"#,
+            r#"{"x":0.0}"#,
+            r#"{"x":""}"#,
+            r#"{"x":{}}"#,
+            r#"{"x":[]}"#,
+        ] {
+            assert!(f(body).reject_unless_neutral("x", "why").is_ok(), "{body}");
+        }
+        for body in [
+            r#"{"x":true}"#,
+            r#"{"x":3}"#,
+            r#"{"x":"text"}"#,
+            r#"{"x":{"a":1}}"#,
+            r#"{"x":[1]}"#,
+        ] {
+            let err = f(body).reject_unless_neutral("x", "why").unwrap_err();
+            assert!(
+                matches!(err, ApiError::Unsupported { ref param, .. } if param == "x"),
+                "{body}: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,16 @@ pub enum Endpoint {
     Completions,
 }
 
+impl Endpoint {
+    /// The request field that holds the input.
+    pub fn input_param(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "messages",
+            Self::Completions => "prompt",
+        }
+    }
+}
+
 /// A validated generation request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationRequest {

@@ -23,6 +23,10 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Registry {
     store: Arc<dyn StateStore>,
     current: ArcSwap<Snapshot>,
+    /// One refresh at a time: each builds on the snapshot the one before
+    /// stored, so a slow refresh cannot overwrite a newer one, and a
+    /// model's slot gate is never built twice.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
@@ -30,6 +34,7 @@ impl Registry {
         Self {
             store,
             current: ArcSwap::from_pointee(Snapshot::default()),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -42,6 +47,7 @@ impl Registry {
     /// snapshot in. Slot gates of unchanged models carry over, so requests
     /// in flight keep their accounting.
     pub async fn refresh(&self) {
+        let _one_at_a_time = self.refreshing.lock().await;
         let records = match self.store.workers().await {
             Ok(records) => records,
             Err(e) => {

@@ -42,8 +42,17 @@ pub struct WorkerView {
 }
 
 impl WorkerView {
+    /// The model listed under `name`, else the one with `name` among its
+    /// aliases.
     pub fn model(&self, name: &str) -> Option<&Arc<ModelRoute>> {
-        self.models.iter().find(|m| m.status.name == name)
+        self.models
+            .iter()
+            .find(|m| m.status.name == name)
+            .or_else(|| {
+                self.models
+                    .iter()
+                    .find(|m| m.status.aliases.iter().any(|a| a == name))
+            })
     }
 }
 
@@ -72,22 +81,78 @@ impl Snapshot {
         self.knows_model(&familiar).then_some(familiar)
     }
 
-    /// Distinct models served by healthy workers, with their earliest load
-    /// time, sorted by name.
+    /// Distinct model names (aliases included) served by healthy workers,
+    /// with their earliest load time, sorted by name.
     pub fn models(&self) -> Vec<(String, i64)> {
         let mut out: Vec<(String, i64)> = Vec::new();
-        for route in self
+        let routes = self
             .workers
             .iter()
             .filter(|w| w.healthy)
-            .flat_map(|w| w.models.iter())
-        {
-            match out.iter_mut().find(|(n, _)| *n == route.status.name) {
-                Some((_, t)) => *t = (*t).min(route.status.loaded_at),
-                None => out.push((route.status.name.clone(), route.status.loaded_at)),
+            .flat_map(|w| w.models.iter());
+        for route in routes {
+            let names = std::iter::once(&route.status.name).chain(&route.status.aliases);
+            for name in names {
+                match out.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, t)) => *t = (*t).min(route.status.loaded_at),
+                    None => out.push((name.clone(), route.status.loaded_at)),
+                }
             }
         }
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, aliases: &[&str], loaded_at: i64) -> Arc<ModelRoute> {
+        Arc::new(ModelRoute {
+            status: pb::ModelStatus {
+                name: name.into(),
+                aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+                loaded_at,
+                ..Default::default()
+            },
+            slots: Arc::new(Semaphore::new(2)),
+            waiting: Arc::default(),
+        })
+    }
+
+    fn snapshot(models: Vec<Arc<ModelRoute>>) -> Snapshot {
+        Snapshot {
+            workers: vec![Arc::new(WorkerView {
+                id: "w".into(),
+                endpoint: String::new(),
+                client: None,
+                healthy: true,
+                status: None,
+                models,
+            })],
+        }
+    }
+
+    #[test]
+    fn a_models_aliases_lead_to_it_and_its_slots() {
+        let s = snapshot(vec![
+            route("ai/smollm2:latest", &["me/smol:v2", "other:v1"], 5),
+            route("other:v1", &[], 7),
+        ]);
+        let worker = &s.workers[0];
+        let by_name = worker.model("ai/smollm2:latest").unwrap();
+        let by_alias = worker.model("me/smol:v2").unwrap();
+        assert!(Arc::ptr_eq(by_name, by_alias), "one model, one slot gate");
+        // A model's own name wins over another model's alias.
+        assert_eq!(worker.model("other:v1").unwrap().status.loaded_at, 7);
+        assert!(worker.model("nope").is_none());
+        assert_eq!(
+            s.resolve_name("me/smol:v2", "docker.io").as_deref(),
+            Some("me/smol:v2")
+        );
+        let names: Vec<String> = s.models().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["ai/smollm2:latest", "me/smol:v2", "other:v1"]);
+        assert_eq!(s.models()[2].1, 5, "the earliest load time");
     }
 }

@@ -99,13 +99,14 @@ impl Worker for WorkerService {
     ) -> Result<Response<StatusResponse>, Status> {
         let mut snapshot = status::snapshot(self.engine.as_ref(), &self.worker_id);
         if let Some(catalog) = &self.catalog {
-            let (catalog, engine) = (catalog.clone(), self.engine.clone());
-            let stored = tokio::task::spawn_blocking(move || {
-                models::unloaded_statuses(&catalog, engine.as_ref())
+            let catalog = catalog.clone();
+            let mut statuses = std::mem::take(&mut snapshot.models);
+            snapshot.models = tokio::task::spawn_blocking(move || {
+                models::add_stored(&catalog, &mut statuses);
+                statuses
             })
             .await
             .unwrap_or_default();
-            snapshot.models.extend(stored);
         }
         Ok(Response::new(snapshot))
     }

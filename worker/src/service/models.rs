@@ -199,40 +199,56 @@ pub async fn tag(
     Ok(to_wire(catalog, engine, &model))
 }
 
-/// Stored models not loaded, as `Status` entries, so gateways route
-/// requests for them here (the first request loads the model).
-pub fn unloaded_statuses(catalog: &Catalog, engine: &dyn Engine) -> Vec<pb::ModelStatus> {
+/// Adds what the store knows to the engine's model statuses: a loaded
+/// model's other tags become its aliases, and a stored model that is not
+/// loaded is listed once, under its first tag (the others as aliases), as
+/// `on_demand`, so gateways route requests for it here (the first request
+/// loads it).
+pub fn add_stored(catalog: &Catalog, statuses: &mut Vec<pb::ModelStatus>) {
     let Ok(models) = catalog.store().list() else {
-        return Vec::new();
+        return;
     };
-    let loaded: Vec<String> = engine.status().models.into_iter().map(|m| m.path).collect();
-    let mut out = Vec::new();
+    let engine_models = statuses.len();
     for model in models {
         let path = catalog
             .store()
             .gguf_path(&model)
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        if loaded.contains(&path) {
+        let names: Vec<String> = model
+            .tags
+            .iter()
+            .map(|tag| catalog.store().familiar(tag))
+            .collect();
+        let mut loaded = false;
+        for status in statuses[..engine_models]
+            .iter_mut()
+            .filter(|s| !path.is_empty() && s.path == path)
+        {
+            status.aliases = names
+                .iter()
+                .filter(|n| **n != status.name)
+                .cloned()
+                .collect();
+            loaded = true;
+        }
+        let Some((name, aliases)) = names.split_first().filter(|_| !loaded) else {
             continue;
-        }
-        let context_size = catalog.context_size(&model);
-        for tag in &model.tags {
-            out.push(pb::ModelStatus {
-                name: catalog.store().familiar(tag),
-                path: path.clone(),
-                size_bytes: model.manifest.total_size(),
-                context_size,
-                slots_total: catalog.defaults().parallel,
-                slots_busy: 0,
-                loaded: false,
-                on_demand: true,
-                architecture: model.config.config.architecture.clone(),
-                parameters: 0,
-                quantization: model.config.config.quantization.clone(),
-                loaded_at: 0,
-            });
-        }
+        };
+        statuses.push(pb::ModelStatus {
+            name: name.clone(),
+            aliases: aliases.to_vec(),
+            path,
+            size_bytes: model.manifest.total_size(),
+            context_size: catalog.context_size(&model),
+            slots_total: catalog.defaults().parallel,
+            slots_busy: 0,
+            loaded: false,
+            on_demand: true,
+            architecture: model.config.config.architecture.clone(),
+            parameters: 0,
+            quantization: model.config.config.quantization.clone(),
+            loaded_at: 0,
+        });
     }
-    out
 }

@@ -34,6 +34,7 @@ pub fn snapshot(engine: &dyn Engine, worker_id: &str) -> pb::StatusResponse {
                 quantization: m.quantization,
                 loaded_at: m.loaded_at_unix,
                 on_demand: false,
+                aliases: Vec::new(),
             })
             .collect(),
         memory: Some(pb::MemoryStatus {
