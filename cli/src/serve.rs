@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// Context length per slot (default: min(model's, 4096)).
     #[arg(long)]
     context_size: Option<u32>,
+    /// Stored models loaded at once; loading one more unloads the least
+    /// recently used idle one (default 4).
+    #[arg(long, env = "HERD_MAX_LOADED_MODELS", value_parser = clap::value_parser!(u64).range(1..))]
+    max_loaded_models: Option<u64>,
     /// llama.cpp threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: u32,
@@ -86,6 +90,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store_settings.parallel = parallel;
     }
     store_settings.context_size = args.context_size;
+    if let Some(max) = args.max_loaded_models {
+        store_settings.max_loaded_models = usize::try_from(max).unwrap_or(usize::MAX);
+    }
     let catalog = Arc::new(Catalog::open(&store_settings).with_context(|| {
         format!(
             "cannot open the model store at {}",

@@ -17,17 +17,23 @@ use serde_json::{Value, json};
 
 /// `herd package --push` the test model as `<registry>/<name>`.
 fn package_and_push(registry: &TestRegistry, name: &str) {
-    package_and_push_file(registry, &model_path(), name);
+    package_and_push_file(registry, &model_path(), name, &[]);
 }
 
 /// `herd package --push` a GGUF (or a first shard) as `<registry>/<name>`.
-fn package_and_push_file(registry: &TestRegistry, gguf: &std::path::Path, name: &str) {
+fn package_and_push_file(
+    registry: &TestRegistry,
+    gguf: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) {
     let store = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_herd"))
         .args(["package", "--gguf"])
         .arg(gguf)
         .args(["--store"])
         .arg(store.path())
+        .args(extra)
         .args(["--push", &format!("{}/{name}", registry.host())])
         .output()
         .unwrap();
@@ -49,6 +55,15 @@ async fn serve_from(registry: &TestRegistry, model: Option<&str>) -> (Herd, temp
 
 /// `herd serve` on the store at `store`, with `host` as default registry.
 async fn serve_store(store: &std::path::Path, host: &str, model: Option<&str>) -> Herd {
+    serve_store_with(store, host, model, &[]).await
+}
+
+async fn serve_store_with(
+    store: &std::path::Path,
+    host: &str,
+    model: Option<&str>,
+    extra: &[&str],
+) -> Herd {
     let mut args = vec![
         "--store",
         store.to_str().unwrap(),
@@ -60,6 +75,7 @@ async fn serve_store(store: &std::path::Path, host: &str, model: Option<&str>) -
     if let Some(model) = model {
         args.extend(["--model", model]);
     }
+    args.extend_from_slice(extra);
     Herd::launch(&args).await
 }
 
@@ -197,14 +213,12 @@ async fn the_models_api_pulls_lists_tags_pushes_and_deletes() {
         .collect();
     assert_eq!(ids, ["ai/smollm2:latest", "me/smol:v2"]);
     let worker = herd.worker_status().await;
-    let loaded: Vec<&Value> = worker["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["loaded"] == true)
-        .collect();
-    assert_eq!(loaded.len(), 1, "{worker}");
-    assert_eq!(loaded[0]["aliases"], json!(["me/smol:v2"]), "{worker}");
+    assert_eq!(loaded_names(&worker), ["ai/smollm2:latest"], "{worker}");
+    assert_eq!(
+        worker["models"][0]["aliases"],
+        json!(["me/smol:v2"]),
+        "{worker}"
+    );
     let (status, body) = delete(&herd, &format!("/models/{short}")).await;
     assert_eq!(
         assert_error(status, &body, 409)["code"],
@@ -407,7 +421,7 @@ async fn a_sharded_model_is_packaged_pulled_and_served() {
     let registry = TestRegistry::start();
     let shards_dir = tempfile::tempdir().unwrap();
     let shards = split_gguf(&model_path(), shards_dir.path(), "smollm2", 2);
-    package_and_push_file(&registry, &shards[0], "ai/split:v1");
+    package_and_push_file(&registry, &shards[0], "ai/split:v1", &[]);
     let (pulled, _store) = serve_from(&registry, Some("ai/split:v1")).await;
     let (status, model) = pulled.get("/models/ai/split:v1").await;
     assert_eq!(status, 200, "{model}");
@@ -459,5 +473,72 @@ async fn a_tag_that_moves_to_another_model_serves_the_new_one() {
     assert!(
         prompt_tokens(&after) < 10,
         "the new model (and its template) serves the tag now: {after}"
+    );
+}
+
+/// The names of the worker's loaded models.
+fn loaded_names(worker: &Value) -> Vec<String> {
+    worker["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["loaded"] == true)
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn at_most_max_loaded_models_are_loaded_and_the_least_recently_used_goes() {
+    let registry = TestRegistry::start();
+    package_and_push(&registry, "ai/smollm2:latest");
+    // The same weights with another config: another model ID.
+    package_and_push_file(
+        &registry,
+        &model_path(),
+        "ai/other:latest",
+        &["--context-size", "2048"],
+    );
+    let store = tempfile::tempdir().unwrap();
+    let herd = serve_store_with(
+        store.path(),
+        &registry.host(),
+        None,
+        &["--max-loaded-models", "1"],
+    )
+    .await;
+    for from in ["ai/smollm2", "ai/other"] {
+        let (status, _, lines) = create(&herd, &json!({ "from": from }), false).await;
+        assert_eq!(status, 200, "{lines:?}");
+    }
+    let first = answer(&herd, "ai/smollm2").await;
+    assert_eq!(
+        loaded_names(&herd.worker_status().await),
+        ["ai/smollm2:latest"]
+    );
+
+    // One more model: the idle one is unloaded and listed on demand again.
+    assert!(!answer(&herd, "ai/other").await.is_empty());
+    let worker = herd.worker_status().await;
+    assert_eq!(loaded_names(&worker), ["ai/other:latest"], "{worker}");
+    let smollm2 = worker["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "ai/smollm2:latest")
+        .unwrap_or_else(|| panic!("{worker}"));
+    assert_eq!(smollm2["on_demand"], true, "{worker}");
+    let other = worker["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "ai/other:latest")
+        .unwrap();
+    assert_eq!(other["context_size"], 2048, "the artifact's context size");
+
+    // And back: the same answer from reloaded weights.
+    assert_eq!(answer(&herd, "ai/smollm2").await, first);
+    assert_eq!(
+        loaded_names(&herd.worker_status().await),
+        ["ai/smollm2:latest"]
     );
 }

@@ -197,6 +197,14 @@ impl Catalog {
         Ok(name)
     }
 
+    /// The stored models loaded on demand: served name → model ID.
+    pub fn loaded_ids(&self) -> HashMap<String, String> {
+        self.loaded()
+            .iter()
+            .map(|(name, l)| (name.clone(), l.id.clone()))
+            .collect()
+    }
+
     fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, Loaded>> {
         self.loaded
             .lock()

@@ -119,6 +119,7 @@ fn status_json(s: &pb::StatusResponse) -> Value {
             "slots_total": m.slots_total,
             "slots_busy": m.slots_busy,
             "loaded": m.loaded,
+            "on_demand": m.on_demand,
             "architecture": m.architecture,
             "parameters": m.parameters,
             "quantization": m.quantization,

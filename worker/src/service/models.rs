@@ -209,6 +209,7 @@ pub fn add_stored(catalog: &Catalog, statuses: &mut Vec<pb::ModelStatus>) {
         return;
     };
     let engine_models = statuses.len();
+    let on_demand = catalog.loaded_ids();
     for model in models {
         let path = catalog
             .store()
@@ -221,9 +222,15 @@ pub fn add_stored(catalog: &Catalog, statuses: &mut Vec<pb::ModelStatus>) {
             .map(|tag| catalog.store().familiar(tag))
             .collect();
         let mut loaded = false;
+        // Loaded on demand: by model ID (two models may share a GGUF blob);
+        // named at start (`--model ai/smollm2`): by the weights' path.
+        let is_this_model = |status: &pb::ModelStatus| match on_demand.get(&status.name) {
+            Some(id) => *id == model.id,
+            None => !path.is_empty() && status.path == path,
+        };
         for status in statuses[..engine_models]
             .iter_mut()
-            .filter(|s| !path.is_empty() && s.path == path)
+            .filter(|s| is_this_model(s))
         {
             status.aliases = names
                 .iter()
