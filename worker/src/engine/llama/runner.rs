@@ -130,7 +130,7 @@ pub fn run(
     let mut slots: Vec<Slot> = (0..settings.slots).map(|_| Slot::default()).collect();
 
     loop {
-        if !take_jobs(jobs, &mut slots, &mut ctx, model) {
+        if !take_jobs(jobs, &mut slots, &mut ctx, model, counters) {
             return;
         }
         drop_cancelled(&mut slots, counters);
@@ -159,6 +159,7 @@ fn take_jobs(
     slots: &mut [Slot],
     ctx: &mut LlamaContext<'_>,
     model: &LlamaModel,
+    counters: &Counters,
 ) -> bool {
     loop {
         let idle = slots.iter().all(|s| s.active.is_none());
@@ -176,12 +177,15 @@ fn take_jobs(
         let sampler = match super::sampler::build(&job.sampling, model, job.grammar.as_deref()) {
             Ok(sampler) => sampler,
             Err(err) => {
+                // Started, so counted as failed (an unusable grammar).
+                counters.failed.fetch_add(1, Ordering::Relaxed);
                 let _ = job.events.send(GenerationEvent::Failed(err));
                 continue;
             }
         };
         // Admission (`SlotPermit`) guarantees a free slot.
         let Some(free) = best_slot(slots, &job.prompt) else {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
             let _ = job
                 .events
                 .send(GenerationEvent::Failed(EngineError::Internal(
