@@ -40,8 +40,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .thread_name("herd")
         .build()?;
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Package(args) => runtime.block_on(package::run(args)),
-    }
+    };
+    // Do not wait on blocking work still running (a model load that began
+    // just before the shutdown): the process is ending.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }

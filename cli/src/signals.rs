@@ -2,22 +2,11 @@
 
 use tokio::sync::watch;
 
-/// Sets `stop` to true on the first SIGINT or SIGTERM.
+/// Sets `stop` to true on the first SIGINT or SIGTERM (a second one exits
+/// at once: see `herd_signals`).
 pub fn stop_on_signal(stop: watch::Sender<bool>) {
     tokio::spawn(async move {
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = terminate => {}
-        }
-        tracing::info!("shutting down");
+        herd_signals::shutdown().await;
         let _ = stop.send(true);
     });
 }

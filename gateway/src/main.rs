@@ -51,8 +51,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+        herd_signals::shutdown().await;
         let _ = stop.send(true);
     });
     gateway.run(shutdown).await;

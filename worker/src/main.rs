@@ -138,11 +138,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?
         .with_catalog(Arc::new(catalog));
-    server
-        .serve(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        })
-        .await?;
+    server.serve(herd_signals::shutdown()).await?;
     Ok(())
 }
