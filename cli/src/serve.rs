@@ -30,9 +30,10 @@ pub struct ServeArgs {
     /// Model name clients use for a GGUF file (default: from the file name).
     #[arg(long)]
     name: Option<String>,
-    /// HTTP address of the OpenAI API.
-    #[arg(long, default_value = "127.0.0.1:12434", env = "HERD_LISTEN")]
-    listen: SocketAddr,
+    /// HTTP address of the OpenAI API (default: the gateway config's, else
+    /// 127.0.0.1:12434, Docker Model Runner's port).
+    #[arg(long, env = "HERD_LISTEN")]
+    listen: Option<SocketAddr>,
     /// Concurrent generations per model (default: 2 per core, 2 to 8).
     #[arg(long)]
     parallel: Option<u32>,
@@ -85,15 +86,16 @@ impl StoreArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let mut store_settings = args.store.settings();
-    if let Some(parallel) = args.parallel {
-        store_settings.parallel = parallel;
-    }
-    store_settings.context_size = args.context_size;
-    if let Some(max) = args.max_loaded_models {
-        store_settings.max_loaded_models = usize::try_from(max).unwrap_or(usize::MAX);
-    }
-    let catalog = Arc::new(Catalog::open(&store_settings).with_context(|| {
+    // Every setting is checked, and the port tried, before anything is
+    // pulled or loaded.
+    let mut worker_config = worker_config(&args);
+    worker_config.validate()?;
+    let gateway_config = gateway_config(&args, &worker_config.store.default_registry)?;
+    std::net::TcpListener::bind(gateway_config.listen)
+        .with_context(|| format!("cannot listen on {}", gateway_config.listen))?;
+
+    let store_settings = &worker_config.store;
+    let catalog = Arc::new(Catalog::open(store_settings).with_context(|| {
         format!(
             "cannot open the model store at {}",
             store_settings.path.display()
@@ -103,25 +105,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(model) => Some(model_to_serve(&catalog, model, &args).await?),
         None => None,
     };
-    let worker_config = WorkerConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        worker_id: Some("local".into()),
-        threads: args.threads,
-        models: model.iter().cloned().collect(),
-        store: store_settings,
-        gpu: GpuSettings {
-            mode: args.gpu,
-            ..GpuSettings::default()
-        },
-    };
+    worker_config.models = model.iter().cloned().collect();
     worker_config.validate()?;
-    let mut gateway_config = match &args.gateway_config {
-        Some(path) => GatewayConfig::from_file(path)?,
-        None => GatewayConfig::default(),
-    };
-    gateway_config.listen = args.listen;
-    gateway_config.default_registry = worker_config.store.default_registry.clone();
-    gateway_config.validate()?;
 
     let engine = tokio::task::spawn_blocking({
         let config = worker_config.clone();
@@ -143,8 +128,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             endpoint: format!("http://{}", worker.local_addr()),
         })
         .await?;
+    let listen = gateway_config.listen;
     let gateway = Gateway::bind(gateway_config, store)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let url = format!("http://{}", gateway.local_addr());
 
     let (stop_worker, mut worker_stopped) = watch::channel(false);
@@ -179,6 +165,55 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("worker did not stop in time; exiting anyway"),
     }
     Ok(())
+}
+
+/// The worker's settings from the flags (no models yet).
+fn worker_config(args: &ServeArgs) -> WorkerConfig {
+    let mut store = args.store.settings();
+    if let Some(parallel) = args.parallel {
+        store.parallel = parallel;
+    }
+    store.context_size = args.context_size;
+    if let Some(max) = args.max_loaded_models {
+        store.max_loaded_models = usize::try_from(max).unwrap_or(usize::MAX);
+    }
+    WorkerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        worker_id: Some("local".into()),
+        threads: args.threads,
+        models: Vec::new(),
+        store,
+        gpu: GpuSettings {
+            mode: args.gpu,
+            ..GpuSettings::default()
+        },
+    }
+}
+
+/// The gateway's settings: the file (if any), then the flags.
+fn gateway_config(args: &ServeArgs, default_registry: &str) -> anyhow::Result<GatewayConfig> {
+    let mut config = match &args.gateway_config {
+        Some(path) => {
+            let config = GatewayConfig::from_file(path)?;
+            // The gateway names models the way the worker's store does.
+            if config.default_registry != default_registry {
+                bail!(
+                    "{} sets default_registry = {:?}, but the store's is {default_registry:?} \
+                     (--default-registry); they must agree",
+                    path.display(),
+                    config.default_registry
+                );
+            }
+            config
+        }
+        None => GatewayConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    config.default_registry = default_registry.to_owned();
+    config.validate()?;
+    Ok(config)
 }
 
 /// A GGUF file as is, or a reference pulled into the store if needed.

@@ -107,6 +107,35 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
     );
 }
 
+#[tokio::test]
+async fn a_second_signal_exits_without_draining() {
+    let herd = Herd::start(1).await;
+    let url = herd.url.clone();
+    let http = herd.http.clone();
+    // Far longer than the drain would wait for.
+    let _in_flight = tokio::spawn(async move {
+        let _ = http
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&chat("Count from one to one thousand, in words.", 4000))
+            .send()
+            .await;
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while herd.worker_status().await["slots_busy"] != 1 {
+        assert!(Instant::now() < deadline, "request never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    herd.send_signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    herd.send_signal("INT");
+    let status = herd.wait().await;
+    assert_eq!(
+        status.code(),
+        Some(herd_signals::FORCED_EXIT_STATUS),
+        "{status}"
+    );
+}
+
 /// This machine has no GPU and the test build no GPU backend: a worker told
 /// to require one must refuse to start, not fall back to the CPU.
 #[tokio::test]
@@ -140,4 +169,72 @@ async fn status_reports_cpu_only() {
     let status = herd.worker_status().await;
     assert_eq!(status["gpu_offload"], false, "{status}");
     assert_eq!(status["gpus"], serde_json::json!([]), "{status}");
+}
+
+/// Runs `herd serve` that is expected to fail; returns its stderr.
+async fn serve_fails(args: &[&str]) -> String {
+    let store = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_herd"))
+            .arg("serve")
+            .args(args)
+            .arg("--store")
+            .arg(store.path())
+            .output(),
+    )
+    .await
+    .expect("herd serve did not exit")
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("Herd is serving"),
+        "it must not serve"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn bad_settings_and_a_taken_port_fail_before_any_pull() {
+    // A registry that would refuse the connection: reaching it at all would
+    // show as a pull error instead of the expected one.
+    let nowhere = ["--model", "ai/smollm2", "--default-registry", "127.0.0.1:9"];
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let stderr = serve_fails(&[&nowhere[..], &["--listen", &port]].concat()).await;
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(!stderr.contains("Pulling"), "{stderr}");
+
+    let stderr = serve_fails(&[&nowhere[..], &["--parallel", "0"]].concat()).await;
+    assert!(stderr.contains("parallel"), "{stderr}");
+    assert!(!stderr.contains("Pulling"), "{stderr}");
+
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "default_registry = \"localhost:5000\"\n").unwrap();
+    let path = config.path().to_str().unwrap();
+    let stderr = serve_fails(&[&nowhere[..], &["--gateway-config", path]].concat()).await;
+    assert!(stderr.contains("must agree"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_gateway_config_files_listen_address_is_used() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), format!("listen = \"{addr}\"\n")).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let model = common::model_path();
+    let herd = Herd::launch(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--store",
+        store.path().to_str().unwrap(),
+        "--gateway-config",
+        config.path().to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(herd.url, format!("http://{addr}"));
+    let (status, _) = herd.get("/v1/models").await;
+    assert_eq!(status, 200);
 }

@@ -91,6 +91,8 @@ impl Store {
     /// Opens (creating if needed) the store at `root`; `default_registry` is
     /// where references without a registry point.
     pub fn open(root: impl Into<PathBuf>, default_registry: &str) -> Result<Self, StoreError> {
+        // Every short name is completed with it, so it must be a registry.
+        crate::reference::check_registry(default_registry)?;
         let root = root.into();
         for dir in ["blobs/sha256", "manifests/sha256", "tmp"] {
             let path = root.join(dir);
@@ -520,4 +522,22 @@ fn uuid_like() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{nanos:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_needs_a_real_default_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["reg example", "", "http://docker.io"] {
+            let err = Store::open(dir.path(), bad).unwrap_err();
+            assert!(
+                matches!(err, StoreError::InvalidReference { .. }),
+                "{bad}: {err:?}"
+            );
+        }
+        assert!(Store::open(dir.path(), "localhost:5000").is_ok());
+    }
 }

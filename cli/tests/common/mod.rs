@@ -53,12 +53,19 @@ impl Herd {
         herd
     }
 
-    /// Runs `herd serve` with exactly these flags (plus a loopback listener
-    /// and one thread); the test names the store.
+    /// Runs `herd serve` with exactly these flags (plus one thread, and a
+    /// loopback listener on a free port unless they name one); the test
+    /// names the store.
     pub async fn launch(args: &[&str]) -> Self {
+        let listens = args.contains(&"--listen") || args.contains(&"--gateway-config");
+        let args: Vec<&str> = if listens {
+            args.to_vec()
+        } else {
+            [&["--listen", "127.0.0.1:0"], args].concat()
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+            .args(["--threads", "1"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -142,16 +149,26 @@ impl Herd {
     }
 
     /// Sends SIGTERM and waits (bounded) for the process to exit.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(self) -> std::process::ExitStatus {
+        self.send_signal("TERM");
+        self.wait().await
+    }
+
+    /// Sends a signal (`TERM`, `INT`, …) without waiting.
+    pub fn send_signal(&self, signal: &str) {
         let pid = self.child.id().expect("still running");
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
             .status()
             .unwrap();
-        assert!(killed.success());
+        assert!(sent.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub async fn wait(mut self) -> std::process::ExitStatus {
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
-            .expect("herd serve did not exit after SIGTERM")
+            .expect("herd serve did not exit")
             .unwrap()
     }
 
