@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use herd_store::Progress;
 
-/// A progress callback that prints `Downloaded 40.00 of 98.00 MB` lines.
+/// A progress callback that prints `  40.21 of 98.36 MB` lines.
 pub fn printer() -> impl Fn(Progress) + Send + Sync + 'static {
     let state = Mutex::new((HashMap::<String, u64>::new(), 0u64));
     move |p: Progress| {

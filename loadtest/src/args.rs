@@ -105,13 +105,17 @@ impl Target {
         if let Some(rest) = url.strip_prefix("grpc://") {
             return Ok(Self::Grpc(format!("http://{rest}")));
         }
-        if url.starts_with("http://") || url.starts_with("https://") {
+        if url.starts_with("http://") {
             return Ok(Self::Http(url.trim_end_matches("/v1").to_owned()));
         }
-        Err(ArgsError {
-            option,
-            reason: format!("`{url}` is not http://, https:// or grpc://"),
-        })
+        let reason = if url.starts_with("https://") {
+            format!(
+                "`{url}`: herd-loadtest speaks plain HTTP only (it measures the server, not TLS)"
+            )
+        } else {
+            format!("`{url}` is not http:// or grpc://")
+        };
+        Err(ArgsError { option, reason })
     }
 }
 
@@ -242,6 +246,8 @@ mod tests {
             Target::Grpc("http://h:2".into())
         );
         assert!(Target::parse("target", "h:3").is_err());
+        let err = Target::parse("target", "https://h:4").unwrap_err();
+        assert!(err.reason.contains("plain HTTP"), "{}", err.reason);
     }
 
     #[test]

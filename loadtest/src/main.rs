@@ -17,5 +17,9 @@ async fn main() -> anyhow::Result<()> {
         chart::write(&report, path).with_context(|| "writing the chart")?;
         eprintln!("chart written to {}", path.display());
     }
+    let silent = report.silent_targets();
+    if !silent.is_empty() {
+        anyhow::bail!("every request to {} failed", silent.join(", "));
+    }
     Ok(())
 }

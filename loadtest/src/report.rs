@@ -52,6 +52,20 @@ pub struct Comparison {
     pub output_tokens_per_s_ratio: Option<f64>,
 }
 
+impl Report {
+    /// Targets that answered no request at all (every one failed).
+    pub fn silent_targets(&self) -> Vec<&str> {
+        self.targets
+            .iter()
+            .filter(|t| {
+                t.levels.iter().all(|l| l.stats.ok == 0)
+                    && t.levels.iter().any(|l| l.stats.failed > 0)
+            })
+            .map(|t| t.target.as_str())
+            .collect()
+    }
+}
+
 fn ratio(a: f64, b: f64) -> Option<f64> {
     (a > 0.0).then(|| b / a)
 }

@@ -26,6 +26,46 @@ struct Chunk {
     #[serde(default)]
     choices: Vec<ChunkChoice>,
     usage: Option<Usage>,
+    /// How a server reports a failure after the stream began.
+    error: Option<serde_json::Value>,
+}
+
+/// Takes the next complete SSE event (up to a blank line, `\n\n` or
+/// `\r\n\r\n`) off the front of `buf`.
+fn next_event(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
+    let (end, len) = match (lf, crlf) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    let event = buf[..end].to_vec();
+    buf.drain(..end + len);
+    Some(event)
+}
+
+/// The `data` of one SSE event (its `data:` lines joined by `\n`, one
+/// leading space dropped from each); `None` when it has none.
+fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for line in event.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(value) = line.strip_prefix(b"data:") else {
+            continue;
+        };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        match &mut data {
+            Some(d) => {
+                d.push(b'\n');
+                d.extend_from_slice(value);
+            }
+            None => data = Some(value.to_vec()),
+        }
+    }
+    data
 }
 
 #[derive(Deserialize)]
@@ -136,19 +176,22 @@ impl HttpClient {
                 None => break,
             };
             buf.extend_from_slice(&bytes);
-            while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-                let event: Vec<u8> = buf.drain(..end + 2).collect();
-                let Some(data) = event[..end].strip_prefix(b"data: ") else {
+            while let Some(event) = next_event(&mut buf) {
+                let Some(data) = event_data(&event) else {
                     continue;
                 };
                 if data == b"[DONE]" {
                     done = true;
                     break;
                 }
-                let chunk: Chunk = match serde_json::from_slice(data) {
+                let chunk: Chunk = match serde_json::from_slice(&data) {
                     Ok(c) => c,
                     Err(e) => return fail(RequestError::BadResponse(e.to_string()), &timeline),
                 };
+                if let Some(error) = chunk.error {
+                    let error = RequestError::BadResponse(format!("error in the stream: {error}"));
+                    return fail(error, &timeline);
+                }
                 if let Some(u) = chunk.usage {
                     usage = Some(u.completion_tokens);
                 }
@@ -185,5 +228,44 @@ fn transport(e: reqwest::Error) -> RequestError {
         RequestError::Timeout
     } else {
         RequestError::Transport(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(mut buf: Vec<u8>) -> (Vec<Option<String>>, Vec<u8>) {
+        let mut out = Vec::new();
+        while let Some(event) = next_event(&mut buf) {
+            out.push(event_data(&event).map(|d| String::from_utf8(d).unwrap()));
+        }
+        (out, buf)
+    }
+
+    #[test]
+    fn sse_framing_follows_the_spec() {
+        let (data, rest) =
+            events(b"data: a\n\ndata:b\r\n\r\n: comment\n\ndata: c\ndata: d\n\ndata: par".to_vec());
+        assert_eq!(
+            data,
+            [
+                Some("a".into()),
+                Some("b".into()),
+                None,
+                Some("c\nd".into())
+            ]
+        );
+        assert_eq!(rest, b"data: par", "an incomplete event waits for more");
+    }
+
+    #[test]
+    fn an_error_in_the_stream_is_seen() {
+        let chunk: Chunk =
+            serde_json::from_str(r#"{"error":{"message":"boom","type":"server_error"}}"#).unwrap();
+        assert!(chunk.error.is_some());
+        let chunk: Chunk =
+            serde_json::from_str(r#"{"choices":[{"delta":{"content":"x"}}]}"#).unwrap();
+        assert!(chunk.error.is_none());
     }
 }
