@@ -148,6 +148,7 @@ impl ApiError {
             ("model_multiply_tagged" | "model_loaded", _) => StatusCode::CONFLICT,
             ("registry_unauthorized", _) => StatusCode::UNAUTHORIZED,
             ("digest_mismatch" | "registry_error", _) => StatusCode::BAD_GATEWAY,
+            ("insufficient_storage", _) => StatusCode::INSUFFICIENT_STORAGE,
             ("no_model_store", _) | (_, tonic::Code::Unimplemented) => StatusCode::NOT_IMPLEMENTED,
             (_, tonic::Code::InvalidArgument) => StatusCode::BAD_REQUEST,
             (_, tonic::Code::NotFound) => StatusCode::NOT_FOUND,

@@ -33,6 +33,10 @@ pub enum StoreError {
         #[source]
         source: oci_client::errors::OciDistributionError,
     },
+    #[error(
+        "not enough disk space for this model: it needs {needed} more bytes, the store has {available} free"
+    )]
+    InsufficientStorage { needed: u64, available: u64 },
     #[error("registry {registry}: access denied ({message})")]
     Unauthorized { registry: String, message: String },
     #[error("{context}: {source}")]
@@ -58,6 +62,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// The registry or the network failed, or sent corrupt data (502).
     Upstream,
+    /// The store's disk cannot hold the model (507).
+    InsufficientStorage,
     /// Local disk failure (500).
     Internal,
 }
@@ -73,6 +79,7 @@ impl StoreError {
             Self::MultiplyTagged { .. } => ErrorKind::Conflict,
             Self::Unauthorized { .. } => ErrorKind::Unauthorized,
             Self::DigestMismatch { .. } | Self::Registry { .. } => ErrorKind::Upstream,
+            Self::InsufficientStorage { .. } => ErrorKind::InsufficientStorage,
             Self::Io { .. } => ErrorKind::Internal,
         }
     }
@@ -89,6 +96,7 @@ impl StoreError {
             Self::InvalidGguf { .. } => "invalid_gguf",
             Self::Registry { .. } => "registry_error",
             Self::Unauthorized { .. } => "registry_unauthorized",
+            Self::InsufficientStorage { .. } => "insufficient_storage",
             Self::Io { .. } => "store_io_error",
         }
     }

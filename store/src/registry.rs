@@ -212,6 +212,13 @@ impl Registry {
             });
         }
         let total = manifest.total_size();
+        // Refuse at once what cannot fit, rather than fail when the disk is
+        // full (and never let a registry's sizes fill it).
+        let missing = manifest
+            .blobs()
+            .map(|b| store.missing_bytes(&b.digest, b.size))
+            .fold(0u64, u64::saturating_add);
+        store.check_space(missing)?;
         // Garbage collection leaves these blobs alone until the model is in
         // the index (or this pull gives up).
         let _pins = store.pin(manifest.blobs().map(|b| b.digest.clone()));

@@ -30,6 +30,9 @@ use crate::artifact::{ConfigFile, Manifest};
 use crate::error::StoreError;
 use crate::reference::{ModelRef, as_model_id};
 
+/// Disk space a pull leaves free (for the index, logs, everything else).
+pub const FREE_SPACE_RESERVE: u64 = 256 << 20;
+
 /// A model in the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredModel {
@@ -139,6 +142,32 @@ impl Store {
 
     pub(crate) fn manifest_path(&self, id: &str) -> PathBuf {
         self.root.join("manifests").join(id.replacen(':', "/", 1))
+    }
+
+    /// Checks that `bytes` more fit on the store's file system, keeping
+    /// `FREE_SPACE_RESERVE` free; passes when the space cannot be read.
+    pub fn check_space(&self, bytes: u64) -> Result<(), StoreError> {
+        let Ok(stat) = rustix::fs::statvfs(&self.root) else {
+            return Ok(());
+        };
+        let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if bytes.saturating_add(FREE_SPACE_RESERVE) > available {
+            return Err(StoreError::InsufficientStorage {
+                needed: bytes,
+                available,
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes a pull of `blob` still has to fetch (less what a `.partial`
+    /// file holds).
+    pub(crate) fn missing_bytes(&self, digest: &str, size: u64) -> u64 {
+        if self.has_blob(digest) {
+            return 0;
+        }
+        let partial = fs::metadata(self.partial_path(digest)).map_or(0, |m| m.len());
+        size.saturating_sub(partial)
     }
 
     pub fn has_blob(&self, digest: &str) -> bool {

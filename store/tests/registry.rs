@@ -373,18 +373,20 @@ async fn basic_auth_is_sent_and_refusals_are_unauthorized() {
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err:?}");
 }
 
-/// A "registry" on a loopback port that answers every manifest request with
-/// an endless body; returns its host and the bytes it managed to send.
-async fn endless_manifest_server() -> (String, Arc<std::sync::atomic::AtomicU64>) {
+/// A "registry" on a loopback port: `/v2/` answers 200, every manifest
+/// request gets `manifest` (`None`: an endless one), anything else 404.
+/// Returns its host and the bytes of manifest it managed to send.
+async fn fake_registry(manifest: Option<Vec<u8>>) -> (String, Arc<std::sync::atomic::AtomicU64>) {
     use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = listener.local_addr().unwrap().to_string();
     let sent = Arc::new(AtomicU64::new(0));
     let counter = sent.clone();
+    let manifest = Arc::new(manifest);
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            let counter = counter.clone();
+            let (counter, manifest) = (counter.clone(), manifest.clone());
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -394,26 +396,38 @@ async fn endless_manifest_server() -> (String, Arc<std::sync::atomic::AtomicU64>
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
+                let reply = |status: &str, body: &[u8]| {
+                    let mut out = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    out.extend_from_slice(body);
+                    out
+                };
+                let is_manifest =
+                    head.starts_with(b"GET /v2/") && head.windows(11).any(|w| w == b"/manifests/");
                 if head.starts_with(b"GET /v2/ ") {
-                    let _ = socket
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
-                        )
-                        .await;
-                    return;
-                }
-                let header = "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\nconnection: close\r\n\r\n{\"x\":\"";
-                if socket.write_all(header.as_bytes()).await.is_err() {
-                    return;
-                }
-                let chunk = vec![b'a'; 64 << 10];
-                // Bounded, so that a client without a cap fails the test
-                // instead of exhausting memory: 1 GiB.
-                for _ in 0..(1 << 14) {
-                    if socket.write_all(&chunk).await.is_err() {
+                    let _ = socket.write_all(&reply("200 OK", b"{}")).await;
+                } else if !is_manifest {
+                    let _ = socket.write_all(&reply("404 Not Found", b"{}")).await;
+                } else if let Some(manifest) = manifest.as_ref() {
+                    let _ = socket.write_all(&reply("200 OK", manifest)).await;
+                    counter.fetch_add(manifest.len() as u64, Ordering::Relaxed);
+                } else {
+                    let header = "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\nconnection: close\r\n\r\n{\"x\":\"";
+                    if socket.write_all(header.as_bytes()).await.is_err() {
                         return;
                     }
-                    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    let chunk = vec![b'a'; 64 << 10];
+                    // Bounded, so that a client without a cap fails the
+                    // test instead of exhausting memory: 1 GiB.
+                    for _ in 0..(1 << 14) {
+                        if socket.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                        counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
                 }
             });
         }
@@ -422,8 +436,42 @@ async fn endless_manifest_server() -> (String, Arc<std::sync::atomic::AtomicU64>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_larger_than_the_free_disk_is_refused_before_any_download() {
+    let huge = 1u64 << 60;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": CONFIG_MEDIA_TYPE,
+            "digest": format!("sha256:{}", "a".repeat(64)),
+            "size": 100,
+        },
+        "layers": [{
+            "mediaType": GGUF_MEDIA_TYPE,
+            "digest": format!("sha256:{}", "b".repeat(64)),
+            "size": huge,
+        }],
+    });
+    let (host, _) = fake_registry(Some(serde_json::to_vec(&manifest).unwrap())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = store(dir.path());
+    let before = files(dir.path());
+    let reference = local.parse_ref(&format!("{host}/big/model:v1")).unwrap();
+    let err = registry()
+        .pull(&local, &reference, quiet())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InsufficientStorage { needed, .. } if needed == huge + 100),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "insufficient_storage");
+    assert_eq!(files(dir.path()), before, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_manifest_is_refused_without_filling_memory() {
-    let (host, sent) = endless_manifest_server().await;
+    let (host, sent) = fake_registry(None).await;
     let dir = tempfile::tempdir().unwrap();
     let local = store(dir.path());
     let reference = local.parse_ref(&format!("{host}/evil/model:v1")).unwrap();

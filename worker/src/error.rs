@@ -104,6 +104,7 @@ impl From<CatalogError> for tonic::Status {
                 ErrorKind::Unsupported | ErrorKind::Conflict => tonic::Code::FailedPrecondition,
                 ErrorKind::Unauthorized => tonic::Code::PermissionDenied,
                 ErrorKind::Upstream => tonic::Code::Unavailable,
+                ErrorKind::InsufficientStorage => tonic::Code::ResourceExhausted,
                 ErrorKind::Internal => tonic::Code::Internal,
             },
             CatalogError::Loaded(_) | CatalogError::NoStore => tonic::Code::FailedPrecondition,
