@@ -27,7 +27,7 @@ enum Command {
     Package(package::PackageArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -36,16 +36,29 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("herd")
-        .build()?;
-    let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve::run(args)),
-        Command::Package(args) => runtime.block_on(package::run(args)),
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            let result = match cli.command {
+                Command::Serve(args) => runtime.block_on(serve::run(args)),
+                Command::Package(args) => runtime.block_on(package::run(args)),
+            };
+            // Do not wait on blocking work still running (a model load that
+            // began just before the shutdown): the process is ending.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
+        });
+    let status = match result {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            1
+        }
     };
-    // Do not wait on blocking work still running (a model load that began
-    // just before the shutdown): the process is ending.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    result
+    // Not `std::process::exit`: a generation the drain gave up on may still
+    // be running in llama.cpp while its static destructors would run.
+    herd_signals::exit_now(status)
 }

@@ -195,8 +195,12 @@ fn gateway_config(args: &ServeArgs, default_registry: &str) -> anyhow::Result<Ga
     let mut config = match &args.gateway_config {
         Some(path) => {
             let config = GatewayConfig::from_file(path)?;
-            // The gateway names models the way the worker's store does.
-            if config.default_registry != default_registry {
+            // The gateway names models the way the worker's store does: a
+            // file that sets another default registry is a mistake (one that
+            // does not set it gets the store's).
+            if GatewayConfig::sets(path, "default_registry")
+                && config.default_registry != default_registry
+            {
                 bail!(
                     "{} sets default_registry = {:?}, but the store's is {default_registry:?} \
                      (--default-registry); they must agree",
@@ -253,6 +257,7 @@ async fn model_to_serve(
         Err(e) => return Err(e.into()),
     };
     let name = catalog.served_name(model, &stored);
+    catalog.add_resident(name.clone(), stored.id.clone());
     catalog
         .model_config(name, &stored)
         .with_context(|| format!("cannot prepare {model} to load"))

@@ -542,3 +542,36 @@ async fn at_most_max_loaded_models_are_loaded_and_the_least_recently_used_goes()
         ["ai/smollm2:latest"]
     );
 }
+
+#[tokio::test]
+async fn a_model_served_from_start_answers_under_its_other_tags_from_the_same_weights() {
+    let registry = TestRegistry::start();
+    package_and_push(&registry, "ai/smollm2:latest");
+    let (herd, _store) = serve_from(&registry, Some("ai/smollm2")).await;
+    let resp = herd
+        .http
+        .post(format!(
+            "{}/models/ai/smollm2/tag?repo=me/smol&tag=v2",
+            herd.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(
+        answer(&herd, "me/smol:v2").await,
+        answer(&herd, "ai/smollm2").await
+    );
+    let worker = herd.worker_status().await;
+    assert_eq!(
+        loaded_names(&worker),
+        ["ai/smollm2:latest"],
+        "no second copy"
+    );
+    assert_eq!(
+        worker["models"][0]["aliases"],
+        json!(["me/smol:v2"]),
+        "{worker}"
+    );
+    assert_eq!(worker["models"].as_array().unwrap().len(), 1, "{worker}");
+}

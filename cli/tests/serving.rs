@@ -112,11 +112,12 @@ async fn a_second_signal_exits_without_draining() {
     let herd = Herd::start(1).await;
     let url = herd.url.clone();
     let http = herd.http.clone();
-    // Far longer than the drain would wait for.
+    // 2000 tokens at temperature 0 (the model does not stop earlier on
+    // this prompt): far longer than the 10 s the drain would wait.
     let _in_flight = tokio::spawn(async move {
         let _ = http
             .post(format!("{url}/v1/chat/completions"))
-            .json(&chat("Count from one to one thousand, in words.", 4000))
+            .json(&chat("Tell me about the sea.", 2000))
             .send()
             .await;
     });
@@ -126,7 +127,7 @@ async fn a_second_signal_exits_without_draining() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     herd.send_signal("TERM");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     herd.send_signal("INT");
     let status = herd.wait().await;
     assert_eq!(
@@ -221,6 +222,8 @@ async fn the_gateway_config_files_listen_address_is_used() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = free.local_addr().unwrap();
     drop(free);
+    // It leaves default_registry unset: the store's (here not docker.io)
+    // applies, no conflict.
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config.path(), format!("listen = \"{addr}\"\n")).unwrap();
     let store = tempfile::tempdir().unwrap();
@@ -232,6 +235,8 @@ async fn the_gateway_config_files_listen_address_is_used() {
         store.path().to_str().unwrap(),
         "--gateway-config",
         config.path().to_str().unwrap(),
+        "--default-registry",
+        "localhost:5000",
     ])
     .await;
     assert_eq!(herd.url, format!("http://{addr}"));

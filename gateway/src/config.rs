@@ -89,6 +89,15 @@ impl GatewayConfig {
         Ok(config)
     }
 
+    /// Whether the file at `path` sets `key` itself (rather than taking the
+    /// default); false when it cannot be read.
+    pub fn sets(path: &Path, key: &str) -> bool {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+            .is_some_and(|table| table.contains_key(key))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field: &str, reason: &str| ConfigError::Invalid {
             field: field.to_owned(),

@@ -107,20 +107,17 @@ impl Registry {
         Self { options }
     }
 
-    /// Whether `reference`'s registry is spoken to over plain HTTP.
-    fn plain_http(&self, reference: &ModelRef) -> bool {
-        let registry = reference.registry();
-        is_loopback(registry) || self.options.insecure.iter().any(|r| r == registry)
-    }
-
-    fn client(&self, reference: &ModelRef) -> (Client, Reference, RegistryAuth) {
+    /// A client for `reference`'s registry, the reference in oci-client's
+    /// terms, the credentials it gets, and whether it is spoken to over
+    /// plain HTTP (decided as oci-client does: by the resolved host).
+    fn client(&self, reference: &ModelRef) -> (Client, Reference, RegistryAuth, bool) {
         let registry = reference.registry().to_owned();
         let mut insecure = self.options.insecure.clone();
         if is_loopback(&registry) {
             insecure.push(registry.clone());
         }
         let client = Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(insecure),
+            protocol: ClientProtocol::HttpsExcept(insecure.clone()),
             connect_timeout: Some(std::time::Duration::from_secs(10)),
             read_timeout: Some(std::time::Duration::from_secs(60)),
             // One PUT per blob (POST + PUT): fewer round trips than chunks.
@@ -148,7 +145,8 @@ impl Registry {
             }
             Credentials::Bearer(token) => RegistryAuth::Bearer(token.clone()),
         };
-        (client, oci_ref, auth)
+        let plain_http = insecure.iter().any(|r| r == oci_ref.resolve_registry());
+        (client, oci_ref, auth, plain_http)
     }
 
     /// Pulls `reference` into `store`.
@@ -183,15 +181,14 @@ impl Registry {
                 cached: true,
             });
         }
-        let (client, oci_ref, auth) = self.client(reference);
+        let (client, oci_ref, auth, plain_http) = self.client(reference);
         let registry_error = |source| classify(reference, &full, source);
-        let manifest_bytes =
-            match fetch_manifest(&client, &oci_ref, &auth, self.plain_http(reference), &full).await
-            {
-                Ok(bytes) => bytes,
-                Err(Fetch::Oci(source)) => return Err(registry_error(source)),
-                Err(Fetch::Store(e)) => return Err(e),
-            };
+        let manifest_bytes = match fetch_manifest(&client, &oci_ref, &auth, plain_http, &full).await
+        {
+            Ok(bytes) => bytes,
+            Err(Fetch::Oci(source)) => return Err(registry_error(source)),
+            Err(Fetch::Store(e)) => return Err(e),
+        };
         let id = sha256_digest(&manifest_bytes);
         if let Some(expected) = reference.digest()
             && expected != id
@@ -218,7 +215,9 @@ impl Registry {
             .blobs()
             .map(|b| store.missing_bytes(&b.digest, b.size))
             .fold(0u64, u64::saturating_add);
-        store.check_space(missing)?;
+        if missing > 0 {
+            store.check_space(missing)?;
+        }
         // Garbage collection leaves these blobs alone until the model is in
         // the index (or this pull gives up).
         let _pins = store.pin(manifest.blobs().map(|b| b.digest.clone()));
@@ -281,7 +280,7 @@ impl Registry {
         progress: ProgressFn,
     ) -> Result<(), StoreError> {
         let full = target.full();
-        let (client, oci_ref, auth) = self.client(target);
+        let (client, oci_ref, auth, _) = self.client(target);
         client
             .store_auth_if_needed(oci_ref.resolve_registry(), &auth)
             .await;
@@ -395,6 +394,7 @@ async fn fetch_manifest(
         reference = oci_ref.digest().or(oci_ref.tag()).unwrap_or("latest"),
     );
     let http = reqwest::Client::builder()
+        .user_agent(concat!("herd/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(10))
         .read_timeout(std::time::Duration::from_secs(60))
         .build()

@@ -40,6 +40,10 @@ pub struct Catalog {
     /// Stored models in the engine, by served name (held only briefly,
     /// never across an await).
     loaded: std::sync::Mutex<HashMap<String, Loaded>>,
+    /// Stored models loaded at start (`herd serve --model ai/smollm2`):
+    /// served name → model ID. They stay loaded; their other tags lead to
+    /// them instead of loading a second copy.
+    resident: std::sync::Mutex<HashMap<String, String>>,
     /// Serialises loads, unloads and deletions against each other.
     load_lock: tokio::sync::Mutex<()>,
 }
@@ -51,6 +55,7 @@ impl Catalog {
             registry,
             defaults,
             loaded: std::sync::Mutex::default(),
+            resident: std::sync::Mutex::default(),
             load_lock: tokio::sync::Mutex::default(),
         }
     }
@@ -197,12 +202,28 @@ impl Catalog {
         Ok(name)
     }
 
-    /// The stored models loaded on demand: served name → model ID.
+    /// Records that the engine serves the stored model `id` as `name` from
+    /// start (not loaded on demand, never evicted).
+    pub fn add_resident(&self, name: String, id: String) {
+        self.resident().insert(name, id);
+    }
+
+    /// The stored models the engine serves, loaded on demand or at start:
+    /// served name → model ID.
     pub fn loaded_ids(&self) -> HashMap<String, String> {
-        self.loaded()
-            .iter()
-            .map(|(name, l)| (name.clone(), l.id.clone()))
-            .collect()
+        let mut ids = self.resident().clone();
+        ids.extend(
+            self.loaded()
+                .iter()
+                .map(|(name, l)| (name.clone(), l.id.clone())),
+        );
+        ids
+    }
+
+    fn resident(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.resident
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, Loaded>> {
@@ -211,14 +232,23 @@ impl Catalog {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The served name of the loaded model `id`, marked as used now.
+    /// The served name of the loaded model `id` (marked as used now if it
+    /// was loaded on demand).
     fn touch(&self, engine: &dyn Engine, id: &str) -> Option<String> {
-        let mut loaded = self.loaded();
-        let (name, entry) = loaded
-            .iter_mut()
-            .find(|(name, l)| l.id == id && engine.serves(name))?;
-        entry.last_used = Instant::now();
-        Some(name.clone())
+        {
+            let mut loaded = self.loaded();
+            if let Some((name, entry)) = loaded
+                .iter_mut()
+                .find(|(name, l)| l.id == id && engine.serves(name))
+            {
+                entry.last_used = Instant::now();
+                return Some(name.clone());
+            }
+        }
+        self.resident()
+            .iter()
+            .find(|(name, resident)| *resident == id && engine.serves(name))
+            .map(|(name, _)| name.clone())
     }
 
     /// Unloads least recently used idle models until one more fits under

@@ -99,8 +99,21 @@ impl Fields {
         }
     }
 
-    /// `stop`: a string or an array of up to 4 strings.
+    /// `stop`: a string or an array of up to 4 strings, each at most
+    /// 1024 bytes (the worker's limit).
     pub fn stop(&self) -> Result<Vec<String>, ApiError> {
+        const MAX_STOP_BYTES: usize = 1024;
+        let stops = self.stop_strings()?;
+        if stops.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(ApiError::field(
+                "stop",
+                format!("a `stop` sequence may be at most {MAX_STOP_BYTES} bytes long"),
+            ));
+        }
+        Ok(stops)
+    }
+
+    fn stop_strings(&self) -> Result<Vec<String>, ApiError> {
         const MAX_STOPS: usize = 4;
         match self.get("stop") {
             None => Ok(Vec::new()),
@@ -186,6 +199,22 @@ mod tests {
         assert_eq!(
             f(r#"{"top_p":null}"#).f32_in("top_p", 0.0, 1.0).unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn stop_sequences_are_bounded_in_length() {
+        let long = "x".repeat(1025);
+        let e = f(&format!(r#"{{"stop":"{long}"}}"#)).stop().unwrap_err();
+        assert!(matches!(e, ApiError::InvalidField { ref param, .. } if param == "stop"));
+        let e = f(&format!(r#"{{"stop":["a","{long}"]}}"#))
+            .stop()
+            .unwrap_err();
+        assert!(matches!(e, ApiError::InvalidField { ref param, .. } if param == "stop"));
+        let ok = "x".repeat(1024);
+        assert_eq!(
+            f(&format!(r#"{{"stop":"{ok}"}}"#)).stop().unwrap(),
+            vec![ok]
         );
     }
 

@@ -100,13 +100,15 @@ impl Worker for WorkerService {
         let mut snapshot = status::snapshot(self.engine.as_ref(), &self.worker_id);
         if let Some(catalog) = &self.catalog {
             let catalog = catalog.clone();
-            let mut statuses = std::mem::take(&mut snapshot.models);
-            snapshot.models = tokio::task::spawn_blocking(move || {
+            let mut statuses = snapshot.models.clone();
+            if let Ok(with_stored) = tokio::task::spawn_blocking(move || {
                 models::add_stored(&catalog, &mut statuses);
                 statuses
             })
             .await
-            .unwrap_or_default();
+            {
+                snapshot.models = with_stored;
+            }
         }
         Ok(Response::new(snapshot))
     }

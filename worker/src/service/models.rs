@@ -209,7 +209,7 @@ pub fn add_stored(catalog: &Catalog, statuses: &mut Vec<pb::ModelStatus>) {
         return;
     };
     let engine_models = statuses.len();
-    let on_demand = catalog.loaded_ids();
+    let stored_ids = catalog.loaded_ids();
     for model in models {
         let path = catalog
             .store()
@@ -222,11 +222,12 @@ pub fn add_stored(catalog: &Catalog, statuses: &mut Vec<pb::ModelStatus>) {
             .map(|tag| catalog.store().familiar(tag))
             .collect();
         let mut loaded = false;
-        // Loaded on demand: by model ID (two models may share a GGUF blob);
-        // named at start (`--model ai/smollm2`): by the weights' path.
-        let is_this_model = |status: &pb::ModelStatus| match on_demand.get(&status.name) {
+        // A stored model the catalog knows: by model ID (two models may
+        // share a GGUF blob); one from the worker's config: by the weights'
+        // path and the name being one of the model's tags.
+        let is_this_model = |status: &pb::ModelStatus| match stored_ids.get(&status.name) {
             Some(id) => *id == model.id,
-            None => !path.is_empty() && status.path == path,
+            None => !path.is_empty() && status.path == path && names.contains(&status.name),
         };
         for status in statuses[..engine_models]
             .iter_mut()
