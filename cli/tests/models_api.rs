@@ -179,8 +179,12 @@ async fn the_models_api_pulls_lists_tags_pushes_and_deletes() {
     let (status, body) = herd.get("/models/ai/nosuch").await;
     assert_error(status, &body, 404);
 
-    // A chat naming the stored model loads it.
-    assert!(!answer(&herd, "ai/smollm2").await.is_empty());
+    // A chat naming the stored model loads it; its ID, full or short,
+    // names it too.
+    let by_name = answer(&herd, "ai/smollm2").await;
+    assert!(!by_name.is_empty());
+    assert_eq!(answer(&herd, &id).await, by_name);
+    assert_eq!(answer(&herd, short).await, by_name);
     let (_, models) = herd.get("/v1/models").await;
     assert_eq!(models["data"][0]["id"], "ai/smollm2:latest");
 

@@ -43,7 +43,7 @@ pub struct WorkerView {
 
 impl WorkerView {
     /// The model listed under `name`, else the one with `name` among its
-    /// aliases.
+    /// aliases, else the stored model whose ID (or short ID) `name` is.
     pub fn model(&self, name: &str) -> Option<&Arc<ModelRoute>> {
         self.models
             .iter()
@@ -52,6 +52,15 @@ impl WorkerView {
                 self.models
                     .iter()
                     .find(|m| m.status.aliases.iter().any(|a| a == name))
+            })
+            .or_else(|| {
+                let hex = herd_store::reference::as_model_id(name)?;
+                self.models.iter().find(|m| {
+                    m.status
+                        .id
+                        .strip_prefix("sha256:")
+                        .is_some_and(|id| id.starts_with(hex))
+                })
             })
     }
 }
@@ -136,10 +145,9 @@ mod tests {
 
     #[test]
     fn a_models_aliases_lead_to_it_and_its_slots() {
-        let s = snapshot(vec![
-            route("ai/smollm2:latest", &["me/smol:v2", "other:v1"], 5),
-            route("other:v1", &[], 7),
-        ]);
+        let mut stored = route("ai/smollm2:latest", &["me/smol:v2", "other:v1"], 5);
+        Arc::get_mut(&mut stored).unwrap().status.id = format!("sha256:{}", "ab".repeat(32));
+        let s = snapshot(vec![stored, route("other:v1", &[], 7)]);
         let worker = &s.workers[0];
         let by_name = worker.model("ai/smollm2:latest").unwrap();
         let by_alias = worker.model("me/smol:v2").unwrap();
@@ -147,6 +155,11 @@ mod tests {
         // A model's own name wins over another model's alias.
         assert_eq!(worker.model("other:v1").unwrap().status.loaded_at, 7);
         assert!(worker.model("nope").is_none());
+        // By ID, full or short.
+        let full = format!("sha256:{}", "ab".repeat(32));
+        assert!(Arc::ptr_eq(worker.model(&full).unwrap(), by_name));
+        assert!(Arc::ptr_eq(worker.model("abababababab").unwrap(), by_name));
+        assert!(worker.model("cdcdcdcdcdcd").is_none());
         assert_eq!(
             s.resolve_name("me/smol:v2", "docker.io").as_deref(),
             Some("me/smol:v2")

@@ -238,6 +238,7 @@ pub fn add_stored(catalog: &Catalog, statuses: &mut Vec<pb::ModelStatus>) {
                 .filter(|n| **n != status.name)
                 .cloned()
                 .collect();
+            status.id.clone_from(&model.id);
             loaded = true;
         }
         let Some((name, aliases)) = names.split_first().filter(|_| !loaded) else {
@@ -246,6 +247,7 @@ pub fn add_stored(catalog: &Catalog, statuses: &mut Vec<pb::ModelStatus>) {
         statuses.push(pb::ModelStatus {
             name: name.clone(),
             aliases: aliases.to_vec(),
+            id: model.id.clone(),
             path,
             size_bytes: model.manifest.total_size(),
             context_size: catalog.context_size(&model),

@@ -35,6 +35,7 @@ pub fn snapshot(engine: &dyn Engine, worker_id: &str) -> pb::StatusResponse {
                 loaded_at: m.loaded_at_unix,
                 on_demand: false,
                 aliases: Vec::new(),
+                id: String::new(),
             })
             .collect(),
         memory: Some(pb::MemoryStatus {
