@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Herd, assert_error, chat, model_path};
+use common::{Herd, assert_error, chat, model_path, send_json};
 use herd_store::artifact::{
     CHAT_TEMPLATE_MEDIA_TYPE, CONFIG_MEDIA_TYPE, GGUF_MEDIA_TYPE, LICENSE_MEDIA_TYPE,
 };
@@ -88,6 +88,12 @@ async fn answer(herd: &Herd, model: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// `POST /models/{source}/tag?repo=…&tag=…`; returns the status and answer.
+async fn tag(herd: &Herd, source: &str, repo: &str, tag: &str) -> (u16, Value) {
+    let url = format!("{}/models/{source}/tag?repo={repo}&tag={tag}", herd.url);
+    send_json(herd.http.post(url)).await
 }
 
 /// A `/models/create` pull; returns the status, content type and lines.
@@ -189,17 +195,8 @@ async fn the_models_api_pulls_lists_tags_pushes_and_deletes() {
     assert_eq!(models["data"][0]["id"], "ai/smollm2:latest");
 
     // Tag; removing by ID now needs force, removing one tag does not.
-    let resp = herd
-        .http
-        .post(format!(
-            "{}/models/ai/smollm2/tag?repo=me/smol&tag=v2",
-            herd.url
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
-    let tagged: Value = resp.json().await.unwrap();
+    let (status, tagged) = tag(&herd, "ai/smollm2", "me/smol", "v2").await;
+    assert_eq!(status, 201);
     assert_eq!(tagged["target"], "me/smol:v2");
     let (_, model) = herd.get("/models/me/smol:v2").await;
     assert_eq!(model["tags"], json!(["ai/smollm2:latest", "me/smol:v2"]));
@@ -234,17 +231,9 @@ async fn the_models_api_pulls_lists_tags_pushes_and_deletes() {
 
     // Push under a new name to the registry, then read it back there.
     let pushed = format!("{}/pushed/smol:v1", registry.host());
-    let resp = herd
-        .http
-        .post(format!(
-            "{}/models/ai/smollm2/tag?repo={}/pushed/smol&tag=v1",
-            herd.url,
-            registry.host()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
+    let repo = format!("{}/pushed/smol", registry.host());
+    let (status, _) = tag(&herd, "ai/smollm2", &repo, "v1").await;
+    assert_eq!(status, 201);
     let resp = herd
         .http
         .post(format!("{}/models/{pushed}/push", herd.url))
@@ -552,16 +541,8 @@ async fn a_model_served_from_start_answers_under_its_other_tags_from_the_same_we
     let registry = TestRegistry::start();
     package_and_push(&registry, "ai/smollm2:latest");
     let (herd, _store) = serve_from(&registry, Some("ai/smollm2")).await;
-    let resp = herd
-        .http
-        .post(format!(
-            "{}/models/ai/smollm2/tag?repo=me/smol&tag=v2",
-            herd.url
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
+    let (status, _) = tag(&herd, "ai/smollm2", "me/smol", "v2").await;
+    assert_eq!(status, 201);
     assert_eq!(
         answer(&herd, "me/smol:v2").await,
         answer(&herd, "ai/smollm2").await

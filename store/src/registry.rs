@@ -409,27 +409,21 @@ async fn fetch_manifest(
         }
         (None, _) => request,
     };
-    let mut response = request.send().await.map_err(|e| Fetch::Oci(e.into()))?;
+    let response = request.send().await.map_err(|e| Fetch::Oci(e.into()))?;
     let status = response.status().as_u16();
-    let mut body = Vec::new();
     let limit = if status == 200 {
         MAX_MANIFEST_BYTES
     } else {
         MAX_ERROR_BYTES
     };
-    while let Some(chunk) = response.chunk().await.map_err(|e| Fetch::Oci(e.into()))? {
-        if body.len() + chunk.len() > limit {
-            if status != 200 {
-                break;
-            }
-            return Err(Fetch::Store(StoreError::InvalidArtifact {
-                reference: full.to_owned(),
-                reason: format!("the manifest is larger than {limit} bytes"),
-            }));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let (body, whole) = read_at_most(response, limit)
+        .await
+        .map_err(|e| Fetch::Oci(e.into()))?;
     match status {
+        200 if !whole => Err(Fetch::Store(StoreError::InvalidArtifact {
+            reference: full.to_owned(),
+            reason: format!("the manifest is larger than {limit} bytes"),
+        })),
         200 => Ok(body),
         404 => Err(Fetch::Oci(
             OciDistributionError::ImageManifestNotFoundError(full.to_owned()),
@@ -441,6 +435,22 @@ async fn fetch_manifest(
             message: String::from_utf8_lossy(&body).into_owned(),
         })),
     }
+}
+
+/// The body of `response`, up to `limit` bytes; the flag says whether that
+/// was all of it (reading stops at the limit).
+async fn read_at_most(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
 }
 
 /// Downloads one blob into the store, resuming a `.partial` file.
