@@ -1,6 +1,7 @@
 //! The gateway's errors and the one place they become HTTP responses in
 //! OpenAI's error shape: `{"error":{"message","type","param","code"}}`.
 
+use herd_proto::error::{ErrorCode, FailureClass, WorkerFailure};
 use http::StatusCode;
 use serde_json::json;
 
@@ -43,11 +44,13 @@ pub enum ApiError {
     Upstream(String),
     #[error("The gateway is shutting down")]
     ShuttingDown,
-    /// A model-store operation failed (`/models` API).
+    /// A worker refused or failed the request with a reason it names
+    /// (model-store operations, engine checks).
     #[error("{message}")]
-    Store {
+    Worker {
         status: StatusCode,
         code: String,
+        param: Option<String>,
         message: String,
     },
 }
@@ -81,7 +84,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoCapacity(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Store { status, .. } => *status,
+            Self::Worker { status, .. } => *status,
         }
     }
 
@@ -98,13 +101,14 @@ impl ApiError {
             Self::InvalidField { param, .. } | Self::Unsupported { param, .. } => Some(param),
             Self::ModelNotFound(_) => Some("model"),
             Self::ContextLengthExceeded { param, .. } => Some(param),
+            Self::Worker { param, .. } => param.as_deref(),
             _ => None,
         }
     }
 
     fn code(&self) -> Option<&str> {
         match self {
-            Self::Store { code, .. } => Some(code),
+            Self::Worker { code, .. } => Some(code),
             Self::InvalidJson(_) => Some("invalid_json"),
             Self::InvalidField { .. } => Some("invalid_value"),
             Self::Unsupported { .. } => Some("unsupported_value"),
@@ -134,41 +138,38 @@ impl ApiError {
     }
 
     /// Maps a worker's answer to a model-store call (`PullModel`,
-    /// `DeleteModel`, …) by its `herd-error-code`.
+    /// `DeleteModel`, …) by its error code.
     pub fn from_store_status(status: &tonic::Status) -> Self {
-        let code = status
-            .metadata()
-            .get(herd_proto::ERROR_CODE_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let http = match (code, status.code()) {
-            ("invalid_reference" | "invalid_gguf", _) => StatusCode::BAD_REQUEST,
-            ("model_not_found", _) => StatusCode::NOT_FOUND,
-            ("unsupported_media_type" | "invalid_artifact", _) => StatusCode::UNPROCESSABLE_ENTITY,
-            ("model_multiply_tagged" | "model_loaded", _) => StatusCode::CONFLICT,
-            ("registry_unauthorized", _) => StatusCode::UNAUTHORIZED,
-            ("digest_mismatch" | "registry_error", _) => StatusCode::BAD_GATEWAY,
-            ("insufficient_storage", _) => StatusCode::INSUFFICIENT_STORAGE,
-            ("no_model_store", _) | (_, tonic::Code::Unimplemented) => StatusCode::NOT_IMPLEMENTED,
-            (_, tonic::Code::InvalidArgument) => StatusCode::BAD_REQUEST,
-            (_, tonic::Code::NotFound) => StatusCode::NOT_FOUND,
-            (_, tonic::Code::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+        let failure = WorkerFailure::from_status(status);
+        use ErrorCode as C;
+        let http = match (failure.code, failure.class) {
+            (C::InvalidReference | C::InvalidGguf, _) => StatusCode::BAD_REQUEST,
+            (C::ModelNotFound, _) => StatusCode::NOT_FOUND,
+            (C::UnsupportedMediaType | C::InvalidArtifact, _) => StatusCode::UNPROCESSABLE_ENTITY,
+            (C::ModelMultiplyTagged | C::ModelLoaded, _) => StatusCode::CONFLICT,
+            (C::RegistryUnauthorized, _) => StatusCode::UNAUTHORIZED,
+            (C::DigestMismatch | C::RegistryError, _) => StatusCode::BAD_GATEWAY,
+            (C::InsufficientStorage, _) => StatusCode::INSUFFICIENT_STORAGE,
+            (C::NoModelStore, _) => StatusCode::NOT_IMPLEMENTED,
+            _ if failure.grpc_code == tonic::Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            (_, FailureClass::Client) => StatusCode::BAD_REQUEST,
+            (_, FailureClass::Busy | FailureClass::Gone) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = if http == StatusCode::INTERNAL_SERVER_ERROR {
             // Disk paths and the like stay in the log.
-            tracing::warn!(code, message = status.message(), "model store error");
+            tracing::warn!(code = ?failure.code, message = %failure.message, "model store error");
             "the worker's model store failed; see its log".to_owned()
         } else {
-            status.message().to_owned()
+            failure.message
         };
-        Self::Store {
+        Self::Worker {
             status: http,
-            code: if code.is_empty() {
-                "store_error".into()
-            } else {
-                code.to_owned()
+            code: match failure.code {
+                C::Unspecified => "store_error".into(),
+                code => code.api_code(),
             },
+            param: failure.param,
             message,
         }
     }
@@ -190,45 +191,54 @@ impl ApiError {
         }
     }
 
-    /// Maps a worker's gRPC status, using its `herd-error-code` when present.
-    pub fn from_status(status: &tonic::Status, model: &str) -> Self {
-        let code = status
-            .metadata()
-            .get(herd_proto::ERROR_CODE_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        match (status.code(), code) {
-            (_, "context_length_exceeded") => {
-                let number = |key: &str| {
-                    status
-                        .metadata()
-                        .get(key)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                };
-                match (
-                    number(herd_proto::PROMPT_TOKENS_METADATA),
-                    number(herd_proto::CONTEXT_SIZE_METADATA),
-                ) {
-                    (Some(prompt_tokens), Some(context_size)) => Self::ContextLengthExceeded {
-                        prompt_tokens,
-                        context_size,
-                        param: "messages",
-                    },
-                    _ => Self::InvalidRequest(status.message().to_owned()),
-                }
+    /// Maps a worker's failure of a generation or embedding, which the
+    /// dispatcher did not retry, to what the client is told.
+    pub fn from_worker(failure: &WorkerFailure, model: &str) -> Self {
+        match (failure.class, failure.code) {
+            (_, ErrorCode::ContextLengthExceeded) => match failure.context {
+                Some((prompt_tokens, context_size)) => Self::ContextLengthExceeded {
+                    prompt_tokens: u64::from(prompt_tokens),
+                    context_size: u64::from(context_size),
+                    param: "messages",
+                },
+                None => Self::InvalidRequest(failure.message.clone()),
+            },
+            (FailureClass::Client, ErrorCode::ModelNotFound) => {
+                Self::ModelNotFound(model.to_owned())
             }
-            (tonic::Code::NotFound, _) => Self::ModelNotFound(model.to_owned()),
-            (tonic::Code::InvalidArgument, _) => Self::InvalidRequest(status.message().to_owned()),
-            (tonic::Code::ResourceExhausted | tonic::Code::Unavailable, _) => {
+            (FailureClass::Client, code) => Self::Worker {
+                status: StatusCode::BAD_REQUEST,
+                code: match code {
+                    ErrorCode::Unspecified => "invalid_request".into(),
+                    code => code.api_code(),
+                },
+                param: failure.param.clone(),
+                message: failure
+                    .message
+                    .strip_prefix("invalid request: ")
+                    .unwrap_or(&failure.message)
+                    .to_owned(),
+            },
+            (FailureClass::Busy | FailureClass::Gone | FailureClass::Unspecified, _) => {
                 Self::NoCapacity(model.to_owned())
             }
-            _ => {
+            (FailureClass::Internal, ErrorCode::LoadFailed) => Self::Worker {
+                status: StatusCode::BAD_GATEWAY,
+                code: ErrorCode::LoadFailed.api_code(),
+                param: None,
+                message: failure.message.clone(),
+            },
+            (FailureClass::Internal, _) => {
                 // Details stay in the log; clients get a stable message.
-                tracing::warn!(model, code = ?status.code(), message = status.message(), "worker error");
+                tracing::warn!(model, code = ?failure.code, message = %failure.message, "worker error");
                 Self::Upstream("the worker could not complete the request".into())
             }
         }
+    }
+
+    /// [`Self::from_worker`] for a status as it arrived.
+    pub fn from_status(status: &tonic::Status, model: &str) -> Self {
+        Self::from_worker(&WorkerFailure::from_status(status), model)
     }
 }
 
@@ -253,20 +263,13 @@ mod tests {
 
     #[test]
     fn worker_context_error_keeps_both_numbers() {
-        let mut status = tonic::Status::invalid_argument("too long");
-        let meta = status.metadata_mut();
-        meta.insert(
-            herd_proto::ERROR_CODE_METADATA,
-            tonic::metadata::MetadataValue::from_static("context_length_exceeded"),
+        let mut detail = herd_proto::error::ErrorDetail::new(
+            FailureClass::Client,
+            ErrorCode::ContextLengthExceeded,
         );
-        meta.insert(
-            herd_proto::PROMPT_TOKENS_METADATA,
-            tonic::metadata::MetadataValue::from_static("5000"),
-        );
-        meta.insert(
-            herd_proto::CONTEXT_SIZE_METADATA,
-            tonic::metadata::MetadataValue::from_static("4096"),
-        );
+        detail.prompt_tokens = 5000;
+        detail.context_size = 4096;
+        let status = detail.into_status(tonic::Code::InvalidArgument, "too long");
         let e = ApiError::from_status(&status, "m");
         assert_eq!(
             e,

@@ -1,13 +1,18 @@
-//! The worker's errors, and their one conversion into `tonic::Status`.
+//! The worker's errors, and their one conversion into `tonic::Status`, which
+//! carries a typed [`ErrorDetail`] (failure class and code) for the gateway.
 
-use herd_proto::{CONTEXT_SIZE_METADATA, ERROR_CODE_METADATA, PROMPT_TOKENS_METADATA};
-use tonic::metadata::MetadataValue;
+use herd_proto::error::{ErrorCode, ErrorDetail, FailureClass};
 
 /// Everything that can go wrong running a model.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
+    /// No model of that name, loaded or loadable (the client's mistake).
     #[error("model `{0}` is not served by this worker")]
     ModelNotFound(String),
+    /// The model exists but is not loaded here (now): the gateway places it
+    /// or tries another worker.
+    #[error("model `{0}` is not loaded on this worker")]
+    NotLoaded(String),
     #[error("the prompt has {prompt_tokens} tokens but the context holds {context_size}")]
     ContextLengthExceeded {
         prompt_tokens: u32,
@@ -15,10 +20,16 @@ pub enum EngineError {
     },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A request field is wrong; `param` names it as the OpenAI API does.
+    #[error("invalid request: {message}")]
+    InvalidParam { param: String, message: String },
     #[error("all {slots} slots of model `{model}` are busy")]
     Busy { model: String, slots: u32 },
     #[error("the worker is shutting down")]
     ShuttingDown,
+    /// A model could not be loaded; the message says why.
+    #[error("cannot load model `{model}`: {reason}")]
+    LoadFailed { model: String, reason: String },
     #[error("engine failure: {0}")]
     Internal(String),
     #[error(transparent)]
@@ -26,49 +37,65 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// Machine-readable reason sent in the `herd-error-code` metadata.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::ModelNotFound(_) => "model_not_found",
-            Self::ContextLengthExceeded { .. } => "context_length_exceeded",
-            Self::InvalidRequest(_) => "invalid_request",
-            Self::Busy { .. } => "slots_busy",
-            Self::ShuttingDown => "shutting_down",
-            Self::Internal(_) => "engine_error",
-            Self::Gpu(_) => "gpu_unavailable",
+    pub fn param(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidParam {
+            param: param.into(),
+            message: message.into(),
         }
+    }
+
+    /// What the caller should do about it, and why.
+    pub fn detail(&self) -> ErrorDetail {
+        use ErrorCode as C;
+        use FailureClass as F;
+        let (class, code) = match self {
+            Self::ModelNotFound(_) => (F::Client, C::ModelNotFound),
+            Self::NotLoaded(_) => (F::Gone, C::ModelNotLoaded),
+            Self::ContextLengthExceeded { .. } => (F::Client, C::ContextLengthExceeded),
+            Self::InvalidRequest(_) | Self::InvalidParam { .. } => (F::Client, C::InvalidRequest),
+            Self::Busy { .. } => (F::Busy, C::SlotsBusy),
+            Self::ShuttingDown => (F::Gone, C::ShuttingDown),
+            Self::LoadFailed { .. } => (F::Internal, C::LoadFailed),
+            Self::Internal(_) => (F::Internal, C::EngineError),
+            Self::Gpu(_) => (F::Internal, C::GpuUnavailable),
+        };
+        let mut detail = ErrorDetail::new(class, code);
+        match self {
+            Self::InvalidParam { param, .. } => detail.param.clone_from(param),
+            Self::ContextLengthExceeded {
+                prompt_tokens,
+                context_size,
+            } => {
+                detail.prompt_tokens = *prompt_tokens;
+                detail.context_size = *context_size;
+            }
+            _ => {}
+        }
+        detail
     }
 
     /// Whether the same request may succeed if tried again later or elsewhere.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Busy { .. } | Self::ShuttingDown)
+        matches!(
+            self.detail().class(),
+            FailureClass::Busy | FailureClass::Gone
+        )
     }
 }
 
 impl From<EngineError> for tonic::Status {
     fn from(err: EngineError) -> Self {
         let code = match &err {
-            EngineError::ModelNotFound(_) => tonic::Code::NotFound,
-            EngineError::ContextLengthExceeded { .. } | EngineError::InvalidRequest(_) => {
-                tonic::Code::InvalidArgument
-            }
+            EngineError::ModelNotFound(_) | EngineError::NotLoaded(_) => tonic::Code::NotFound,
+            EngineError::ContextLengthExceeded { .. }
+            | EngineError::InvalidRequest(_)
+            | EngineError::InvalidParam { .. } => tonic::Code::InvalidArgument,
             EngineError::Busy { .. } => tonic::Code::ResourceExhausted,
             EngineError::ShuttingDown => tonic::Code::Unavailable,
-            EngineError::Internal(_) => tonic::Code::Internal,
+            EngineError::LoadFailed { .. } | EngineError::Internal(_) => tonic::Code::Internal,
             EngineError::Gpu(_) => tonic::Code::FailedPrecondition,
         };
-        let mut status = tonic::Status::new(code, err.to_string());
-        let meta = status.metadata_mut();
-        meta.insert(ERROR_CODE_METADATA, MetadataValue::from_static(err.code()));
-        if let EngineError::ContextLengthExceeded {
-            prompt_tokens,
-            context_size,
-        } = err
-        {
-            meta.insert(PROMPT_TOKENS_METADATA, MetadataValue::from(prompt_tokens));
-            meta.insert(CONTEXT_SIZE_METADATA, MetadataValue::from(context_size));
-        }
-        status
+        err.detail().into_status(code, err.to_string())
     }
 }
 
@@ -84,13 +111,36 @@ pub enum CatalogError {
 }
 
 impl CatalogError {
-    /// Machine-readable reason sent in the `herd-error-code` metadata.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Store(e) => e.code(),
-            Self::Loaded(_) => "model_loaded",
-            Self::NoStore => "no_model_store",
-        }
+    /// What the caller should do about it, and why.
+    pub fn detail(&self) -> ErrorDetail {
+        use ErrorCode as C;
+        use FailureClass as F;
+        use herd_store::StoreError as S;
+        let code = match self {
+            Self::Loaded(_) => C::ModelLoaded,
+            Self::NoStore => C::NoModelStore,
+            Self::Store(e) => match e {
+                S::InvalidReference { .. } => C::InvalidReference,
+                S::NotFound(_) => C::ModelNotFound,
+                S::UnsupportedMediaType { .. } => C::UnsupportedMediaType,
+                S::InvalidArtifact { .. } => C::InvalidArtifact,
+                S::DigestMismatch { .. } => C::DigestMismatch,
+                S::MultiplyTagged { .. } => C::ModelMultiplyTagged,
+                S::InvalidGguf { .. } => C::InvalidGguf,
+                S::Registry { .. } => C::RegistryError,
+                S::Unauthorized { .. } => C::RegistryUnauthorized,
+                S::InsufficientStorage { .. } => C::InsufficientStorage,
+                S::Io { .. } => C::StoreIoError,
+            },
+        };
+        let class = match self {
+            Self::Store(e) => match e.kind() {
+                herd_store::ErrorKind::Upstream | herd_store::ErrorKind::Internal => F::Internal,
+                _ => F::Client,
+            },
+            Self::Loaded(_) | Self::NoStore => F::Client,
+        };
+        ErrorDetail::new(class, code)
     }
 }
 
@@ -112,10 +162,6 @@ impl From<CatalogError> for tonic::Status {
         if matches!(code, tonic::Code::Internal | tonic::Code::Unavailable) {
             tracing::warn!(error = %err, "model store operation failed");
         }
-        let mut status = tonic::Status::new(code, err.to_string());
-        status
-            .metadata_mut()
-            .insert(ERROR_CODE_METADATA, MetadataValue::from_static(err.code()));
-        status
+        err.detail().into_status(code, err.to_string())
     }
 }

@@ -259,6 +259,7 @@ pub fn add_stored(catalog: &Catalog, statuses: &mut Vec<pb::ModelStatus>) {
             parameters: 0,
             quantization: model.config.config.quantization.clone(),
             loaded_at: 0,
+            memory_bytes: 0,
         });
     }
 }

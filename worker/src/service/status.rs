@@ -36,6 +36,7 @@ pub fn snapshot(engine: &dyn Engine, worker_id: &str) -> pb::StatusResponse {
                 on_demand: false,
                 aliases: Vec::new(),
                 id: String::new(),
+                memory_bytes: 0,
             })
             .collect(),
         memory: Some(pb::MemoryStatus {
@@ -62,5 +63,6 @@ pub fn snapshot(engine: &dyn Engine, worker_id: &str) -> pb::StatusResponse {
             })
             .collect(),
         gpu_offload: status.gpu_offload,
+        ..Default::default()
     }
 }
