@@ -40,13 +40,18 @@ pub struct ServeArgs {
     /// Context length per slot (default: min(model's, 4096)).
     #[arg(long)]
     context_size: Option<u32>,
-    /// Stored models loaded at once; loading one more unloads the least
-    /// recently used idle one (default 4).
+    /// Models loaded at once; to load one more, the least recently used
+    /// idle one is unloaded (default 4).
     #[arg(long, env = "HERD_MAX_LOADED_MODELS", value_parser = clap::value_parser!(u64).range(1..))]
     max_loaded_models: Option<u64>,
     /// llama.cpp threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: u32,
+    /// Memory the models may take (`2GiB`, `512MiB`; default: the GPUs'
+    /// memory when offloading, else the host's): models are loaded and
+    /// unloaded to stay within it.
+    #[arg(long, env = "HERD_MEMORY_LIMIT")]
+    memory_limit: Option<herd_worker::config::MemorySize>,
     /// Gateway config file (see config/gateway.toml); flags override it.
     #[arg(long)]
     gateway_config: Option<PathBuf>,
@@ -113,6 +118,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         move || LlamaEngine::load(&config)
     })
     .await??;
+    let capacity = worker_config.capacity(herd_worker::Engine::status(&engine).gpu_offload);
     let worker = GrpcServer::bind(
         worker_config.listen,
         worker_config.worker_id.clone(),
@@ -120,7 +126,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .context("cannot bind the worker's loopback gRPC listener")?
-    .with_catalog(catalog);
+    .with_catalog(catalog)
+    .with_models(worker_config.models.clone())
+    .with_capacity(capacity);
     let store = Arc::new(MemoryStateStore::default());
     store
         .register_worker(WorkerRecord {
@@ -187,6 +195,7 @@ fn worker_config(args: &ServeArgs) -> WorkerConfig {
             mode: args.gpu,
             ..GpuSettings::default()
         },
+        memory_limit: args.memory_limit,
     }
 }
 
@@ -257,7 +266,7 @@ async fn model_to_serve(
         Err(e) => return Err(e.into()),
     };
     let name = catalog.served_name(model, &stored);
-    catalog.add_resident(name.clone(), stored.id.clone());
+    catalog.note_loaded(name.clone(), stored.id.clone());
     catalog
         .model_config(name, &stored)
         .with_context(|| format!("cannot prepare {model} to load"))

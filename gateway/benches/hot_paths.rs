@@ -1,19 +1,25 @@
 //! Hot pure paths of a request: parsing an OpenAI chat body into the worker's
-//! `GenerateRequest`, encoding one streamed SSE chunk, and picking a worker
-//! among 100 with the routing policy.
+//! `GenerateRequest`, encoding one streamed SSE chunk, and one scheduling
+//! decision (queue, rank 40 replicas among 100 workers, grant, release) per
+//! routing policy.
 //!
 //! `cargo bench -p herd-gateway --bench hot_paths`
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use herd_gateway::context::RequestContext;
 use herd_gateway::openai::request::{Endpoint, parse_chat};
 use herd_gateway::openai::response::{ChunkKind, ResponseMeta, chunk};
 use herd_gateway::openai::sse;
-use herd_gateway::routing::{LeastBusy, RoutingPolicy};
-use herd_gateway::workers::{ModelRoute, Snapshot, WorkerView};
+use herd_gateway::routing::PolicyKind;
+use herd_gateway::scheduler::core::{Effect, Enqueue, Limits, Outcome, SchedulerCore, Settings};
+use herd_gateway::scheduler::{KeepAlive, ModelKey};
+use herd_proto::v1 as pb;
 
 const SHORT: &[u8] = br#"{"model":"ai/smollm2","messages":[{"role":"user","content":"Write a haiku about a herd of llamas."}],"max_tokens":32,"stream":true,"stream_options":{"include_usage":true},"temperature":0.7,"seed":42}"#;
 
@@ -52,55 +58,111 @@ fn encode(c: &mut Criterion) {
     });
 }
 
-/// 100 healthy workers, each serving 4 of 10 models with 4..12 free slots.
-fn pool() -> Snapshot {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let _guard = runtime.enter();
-    let workers = (0..100)
-        .map(|w| {
-            let client = herd_proto::v1::worker_client::WorkerClient::new(
-                tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
-            );
-            let models = (0..4)
-                .map(|m| {
-                    std::sync::Arc::new(ModelRoute {
-                        status: herd_proto::v1::ModelStatus {
-                            name: format!("model-{}", (w + m * 3) % 10),
-                            slots_total: 16,
-                            loaded: true,
-                            ..Default::default()
-                        },
-                        slots: std::sync::Arc::new(tokio::sync::Semaphore::new(4 + (w * 7) % 9)),
-                        waiting: Default::default(),
-                    })
-                })
-                .collect();
-            std::sync::Arc::new(WorkerView {
-                id: format!("worker-{w:03}"),
-                endpoint: String::new(),
-                client: Some(client),
-                healthy: true,
-                status: None,
-                models,
+/// A scheduler over 100 healthy workers, each running 4 of 10 models with
+/// 16 slots (some busy), under `policy`.
+fn pool(policy: PolicyKind) -> SchedulerCore {
+    let mut core = SchedulerCore::new(
+        Settings {
+            aging: Duration::from_secs(10),
+            replica_after: Duration::from_secs(2),
+            keep_alive: KeepAlive::Forever,
+        },
+        policy.build(),
+    );
+    let now = Instant::now();
+    for w in 0..100u32 {
+        let models = (0..4)
+            .map(|m| pb::ModelStatus {
+                name: format!("model-{}", (w + m * 3) % 10),
+                loaded: true,
+                slots_total: 16,
+                slots_busy: (w * 7) % 9,
+                memory_bytes: 1 << 30,
+                ..Default::default()
             })
-        })
-        .collect();
-    Snapshot { workers }
+            .collect();
+        let status = pb::StatusResponse {
+            revision: 1,
+            memory_limit_bytes: 8 << 30,
+            models,
+            ..Default::default()
+        };
+        core.worker_status(&format!("worker-{w:03}").into(), &status, now);
+    }
+    core.take_effects();
+    core
 }
 
-fn pick(c: &mut Criterion) {
-    let snapshot = pool();
-    c.bench_function("routing_pick/least_busy_100_workers", |b| {
-        b.iter(|| {
-            LeastBusy
-                .pick(black_box(&snapshot), black_box("model-7"))
-                .unwrap()
-        })
+fn request(prefix_key: u64) -> Arc<RequestContext> {
+    let mut ctx =
+        RequestContext::from_headers("r".into(), "model-7".into(), &http::HeaderMap::new(), true)
+            .unwrap();
+    ctx.prefix_key = Some(prefix_key);
+    Arc::new(ctx)
+}
+
+/// One scheduling decision: a request for a model with 40 replicas is
+/// queued, granted a slot by the policy, and its slot given back.
+fn decide(core: &mut SchedulerCore, ctx: &Arc<RequestContext>) {
+    let key = ModelKey::of(&pb::ModelStatus {
+        name: "model-7".into(),
+        ..Default::default()
     });
+    let now = Instant::now();
+    core.enqueue(
+        Enqueue {
+            model: key,
+            ctx: ctx.clone(),
+            limits: Limits {
+                max_queue: 1024,
+                keep_alive: None,
+            },
+            ticket: None,
+        },
+        now,
+    );
+    let grant = match core.take_effects().pop() {
+        Some(Effect::Granted { grant, .. }) => grant,
+        other => panic!("not granted: {other:?}"),
+    };
+    core.release(&grant, Outcome::Done, Duration::from_millis(5), now);
+    core.take_effects();
 }
 
-criterion_group!(benches, parse, encode, pick);
+fn schedule(c: &mut Criterion) {
+    for policy in [
+        PolicyKind::PrefixAffinity,
+        PolicyKind::LeastLoaded,
+        PolicyKind::RoundRobin,
+    ] {
+        let mut core = pool(policy);
+        let contexts: Vec<_> = (0..64).map(|k| request(k * 0x9e37_79b9)).collect();
+        let mut i = 0;
+        c.bench_function(&format!("schedule/{policy:?}_100_workers"), |b| {
+            b.iter(|| {
+                i = (i + 1) % contexts.len();
+                decide(black_box(&mut core), &contexts[i]);
+            })
+        });
+        // Criterion reports means; the target is on the tail: time each
+        // decision and print p50 / p99 / max.
+        let mut samples: Vec<Duration> = (0..20_000)
+            .map(|n| {
+                let started = Instant::now();
+                decide(&mut core, &contexts[n % contexts.len()]);
+                started.elapsed()
+            })
+            .collect();
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+        println!(
+            "schedule/{policy:?}_100_workers: p50 {:?}  p99 {:?}  max {:?} (20000 decisions)",
+            at(0.5),
+            at(0.99),
+            samples[samples.len() - 1]
+        );
+    }
+}
+
+criterion_group!(benches, parse, encode, schedule);
 criterion_main!(benches);

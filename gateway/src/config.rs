@@ -1,11 +1,15 @@
 //! Gateway configuration: a TOML file (see `config/gateway.toml`), validated
 //! at load; command-line flags override it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::routing::PolicyKind;
+use crate::scheduler::{DEFAULT_KEEP_ALIVE, KeepAlive};
 
 /// Default request-body limit: 10 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -21,8 +25,6 @@ pub struct GatewayConfig {
     /// Offer HTTP/2 over cleartext (h2c) besides HTTP/1.1. Off by default:
     /// pingora's h2c preface probe waits on every new connection.
     pub http2: bool,
-    /// How often worker status is refreshed, in milliseconds.
-    pub status_interval_ms: u64,
     /// How long shutdown waits for requests in flight, in seconds.
     pub shutdown_grace_secs: u64,
     /// Workers to route to when no shared state store is used.
@@ -31,6 +33,77 @@ pub struct GatewayConfig {
     /// a request for `ai/smollm2` reaches a worker serving
     /// `ai/smollm2:latest` from `docker.io`.
     pub default_registry: String,
+    /// The pool scheduler: queues, placement, routing, keep-alive.
+    pub scheduler: SchedulerConfig,
+    /// Per-model settings, by model name (as clients name it, or its
+    /// normalised form): `keep_alive`, `max_queue`, `max_queue_wait_secs`.
+    pub models: BTreeMap<String, ModelSettings>,
+}
+
+/// The `[scheduler]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// How a replica is chosen: `prefix_affinity`, `least_loaded` or
+    /// `round_robin`.
+    pub policy: PolicyKind,
+    /// Requests waiting per model; one more is answered 429.
+    pub max_queue: usize,
+    /// Longest a request waits for a slot (through loads and pulls); then
+    /// it is answered 503. In seconds.
+    pub max_queue_wait_secs: u64,
+    /// A waiting request gains one priority level per this many seconds
+    /// (`low` → `normal` → `high`), so none is starved; 0 turns aging off.
+    pub aging_secs: u64,
+    /// When a model's oldest waiting request has waited this long and a
+    /// worker has free memory, the model gets one more replica. In ms.
+    pub replica_after_ms: u64,
+    /// How long an idle model stays loaded: `"5m"`, `"30s"`, `0`
+    /// (unload when idle), `-1` (never). A request's `keep_alive` overrides
+    /// it for its model.
+    pub keep_alive: KeepAlive,
+    /// Bytes of a conversation's beginning that make its prefix key.
+    pub prefix_key_bytes: usize,
+    /// Send `x-herd-worker` (which worker served) with every answer.
+    pub worker_header: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            policy: PolicyKind::default(),
+            max_queue: 1024,
+            max_queue_wait_secs: 120,
+            aging_secs: 10,
+            replica_after_ms: 2000,
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            prefix_key_bytes: 2048,
+            worker_header: true,
+        }
+    }
+}
+
+impl SchedulerConfig {
+    pub fn max_queue_wait(&self) -> Duration {
+        Duration::from_secs(self.max_queue_wait_secs)
+    }
+
+    pub fn aging(&self) -> Duration {
+        Duration::from_secs(self.aging_secs)
+    }
+
+    pub fn replica_after(&self) -> Duration {
+        Duration::from_millis(self.replica_after_ms)
+    }
+}
+
+/// A `[models."name"]` section: what differs for one model.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    pub keep_alive: Option<KeepAlive>,
+    pub max_queue: Option<usize>,
+    pub max_queue_wait_secs: Option<u64>,
 }
 
 /// A worker named in the config file.
@@ -48,10 +121,11 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 12434)),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             http2: false,
-            status_interval_ms: 1000,
             shutdown_grace_secs: 10,
             workers: Vec::new(),
             default_registry: herd_store::reference::DOCKER_HUB.into(),
+            scheduler: SchedulerConfig::default(),
+            models: BTreeMap::new(),
         }
     }
 }
@@ -106,8 +180,35 @@ impl GatewayConfig {
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));
         }
-        if self.status_interval_ms < 50 {
-            return Err(invalid("status_interval_ms", "must be at least 50"));
+        let scheduler = &self.scheduler;
+        if scheduler.max_queue == 0 {
+            return Err(invalid("scheduler.max_queue", "must be at least 1"));
+        }
+        if scheduler.max_queue_wait_secs == 0 {
+            return Err(invalid(
+                "scheduler.max_queue_wait_secs",
+                "must be at least 1",
+            ));
+        }
+        if scheduler.prefix_key_bytes == 0 {
+            return Err(invalid("scheduler.prefix_key_bytes", "must be at least 1"));
+        }
+        for (name, model) in &self.models {
+            if name.trim().is_empty() {
+                return Err(invalid("models", "a model name must not be empty"));
+            }
+            if model.max_queue == Some(0) {
+                return Err(invalid(
+                    &format!("models.{name}.max_queue"),
+                    "must be at least 1",
+                ));
+            }
+            if model.max_queue_wait_secs == Some(0) {
+                return Err(invalid(
+                    &format!("models.{name}.max_queue_wait_secs"),
+                    "must be at least 1",
+                ));
+            }
         }
         if let Err(e) = herd_store::reference::check_registry(&self.default_registry) {
             return Err(invalid("default_registry", &e.to_string()));
@@ -128,10 +229,6 @@ impl GatewayConfig {
         Ok(())
     }
 
-    pub fn status_interval(&self) -> Duration {
-        Duration::from_millis(self.status_interval_ms)
-    }
-
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
@@ -148,6 +245,26 @@ mod tests {
         assert_eq!(config.listen.port(), 12434);
         assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(config.workers.len(), 1);
+        assert_eq!(config.scheduler, SchedulerConfig::default());
+        assert_eq!(
+            config.models["ai/smollm2"].keep_alive,
+            Some(KeepAlive::For(Duration::from_secs(600)))
+        );
+    }
+
+    #[test]
+    fn scheduler_settings_are_checked() {
+        let config: GatewayConfig = toml::from_str(
+            "[scheduler]\npolicy = 'round_robin'\nkeep_alive = -1\n[models.m]\nkeep_alive = '30s'",
+        )
+        .unwrap();
+        assert_eq!(config.scheduler.policy, PolicyKind::RoundRobin);
+        assert_eq!(config.scheduler.keep_alive, KeepAlive::Forever);
+        assert!(toml::from_str::<GatewayConfig>("[scheduler]\npolicy = 'random'").is_err());
+        assert!(toml::from_str::<GatewayConfig>("[scheduler]\nkeep_alive = 'soon'").is_err());
+        let config: GatewayConfig = toml::from_str("[models.m]\nmax_queue = 0").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("models.m.max_queue"), "{err}");
     }
 
     #[test]

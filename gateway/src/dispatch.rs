@@ -1,50 +1,64 @@
-//! The request pipeline after parsing: pick a worker → admit (wait for a
-//! slot) → call `Generate` over gRPC. The returned [`Generation`] holds the
-//! slot until it is dropped.
+//! A request's steps after parsing: authenticate → admit (the scheduler
+//! queues it, places its model and picks a replica) → dispatch (the gRPC
+//! call). A worker's typed failure decides what happens next:
+//!
+//! - busy (every slot taken after all): back to the queue, in its place;
+//! - the model is no longer loaded there: back to the queue (the scheduler
+//!   has dropped that replica and places the model again if needed);
+//! - the worker is gone or unreachable, nothing sent yet: retried once on
+//!   another worker;
+//! - anything else (a bad request, an engine failure): to the client.
+//!
+//! The returned [`Generation`] holds its slot until it is dropped.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use herd_proto::error::{ErrorCode, FailureClass, WorkerFailure};
 use herd_proto::v1 as pb;
 use tonic::Streaming;
 
-use crate::admission::{self, Lease};
+use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::routing::{Pick, RoutingPolicy};
-use crate::workers::Registry;
+use crate::scheduler::{Lease, Outcome, Resolved, Scheduler};
 
-/// How long a call refused with "all slots busy" is tried again. The worker
-/// frees a cancelled generation's slot at its next decode step, which can
-/// lag the gateway's lease by one (long) batch; this bridges that gap.
-const BUSY_RETRY_FOR: Duration = Duration::from_secs(30);
-const BUSY_BACKOFF: Duration = Duration::from_millis(10);
+/// How many times one request is put back after busy or unloaded
+/// refusals before it fails (each waits for the worker's next status or a
+/// new replica, so this is no spin).
+const MAX_REQUEUES: u32 = 8;
+
+/// The response header naming the worker that served a request.
+pub const WORKER_HEADER: &str = "x-herd-worker";
+/// The response header with the milliseconds a request queued.
+pub const QUEUE_MS_HEADER: &str = "x-herd-queue-ms";
 
 /// A running generation on a worker.
 #[derive(Debug)]
 pub struct Generation {
     pub events: Streaming<pb::GenerateEvent>,
-    pub worker_id: String,
     pub lease: Lease,
 }
 
-/// Routes generation requests to workers.
+/// Runs requests through the scheduler to workers.
 #[derive(Debug)]
 pub struct Dispatcher {
-    registry: Arc<Registry>,
-    policy: Arc<dyn RoutingPolicy>,
+    scheduler: Arc<Scheduler>,
     default_registry: String,
+    worker_header: bool,
+    prefix_key_bytes: usize,
 }
 
 impl Dispatcher {
     pub fn new(
-        registry: Arc<Registry>,
-        policy: Arc<dyn RoutingPolicy>,
+        scheduler: Arc<Scheduler>,
         default_registry: String,
+        worker_header: bool,
+        prefix_key_bytes: usize,
     ) -> Self {
         Self {
-            registry,
-            policy,
+            scheduler,
             default_registry,
+            worker_header,
+            prefix_key_bytes,
         }
     }
 
@@ -52,94 +66,127 @@ impl Dispatcher {
         &self.default_registry
     }
 
-    /// The name workers serve `model` under: as given if some worker lists
-    /// it, else its normalised reference (`ai/smollm2` →
-    /// `ai/smollm2:latest`) if some worker lists that.
-    pub fn resolve_model(&self, model: &str) -> String {
-        self.registry
-            .snapshot()
-            .resolve_name(model, &self.default_registry)
-            .unwrap_or_else(|| model.to_owned())
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
     }
 
-    /// A worker to run model-store operations on: the first healthy one
-    /// (the embedded mode has exactly one; spreading them over a cluster
-    /// belongs to the scheduler).
-    pub fn store_worker(
+    pub fn registry(&self) -> &Arc<crate::workers::Registry> {
+        self.scheduler.registry()
+    }
+
+    /// Bytes of a conversation's beginning that make its prefix key.
+    pub fn prefix_key_bytes(&self) -> usize {
+        self.prefix_key_bytes
+    }
+
+    /// The authentication step: every request passes for now (API keys
+    /// attach here).
+    pub fn authenticate(&self, _ctx: &RequestContext) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// The headers that tell the client where and how long: the worker
+    /// (unless configured off) and the queueing time.
+    pub fn response_headers(&self, lease: &Lease) -> Vec<(&'static str, String)> {
+        let mut headers = vec![(QUEUE_MS_HEADER, lease.waited.as_millis().to_string())];
+        if self.worker_header {
+            headers.push((WORKER_HEADER, lease.grant.worker.to_string()));
+        }
+        headers
+    }
+
+    /// Admits `request` and starts it on a worker. Waits while every slot
+    /// of its model is taken; the wait ends with the caller's future being
+    /// dropped.
+    pub async fn generate(
         &self,
-    ) -> Result<herd_proto::v1::worker_client::WorkerClient<tonic::transport::Channel>, ApiError>
-    {
-        self.registry
-            .snapshot()
-            .workers
-            .iter()
-            .filter(|w| w.healthy)
-            .find_map(|w| w.client.clone())
-            .ok_or_else(|| ApiError::NoCapacity("the model store".into()))
+        ctx: &Arc<RequestContext>,
+        request: pb::GenerateRequest,
+    ) -> Result<Generation, ApiError> {
+        self.authenticate(ctx)?;
+        let model = self.scheduler.resolve(&ctx.model)?;
+        self.run(ctx, &model, |mut client, name| {
+            let mut request = request.clone();
+            request.model = name;
+            async move {
+                client
+                    .generate(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+        .map(|(events, lease)| Generation { events, lease })
     }
 
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
-    }
-
-    /// Embeds on a worker serving the model. Embeddings run on the worker's
-    /// own embedding thread, not in generation slots, so no slot is held.
+    /// Embeds on a replica of the model. Embeddings run on the worker's
+    /// embedding thread, not in generation slots: they need a replica, not
+    /// a slot.
     pub async fn embed(
         &self,
-        mut request: pb::EmbedRequest,
-    ) -> Result<pb::EmbedResponse, ApiError> {
-        request.model = self.resolve_model(&request.model);
-        let pick = self.pick(&request.model)?;
-        let Some(mut client) = pick.worker.client.clone() else {
-            return Err(ApiError::NoCapacity(request.model));
-        };
-        client
-            .embed(request.clone())
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| ApiError::from_status(&status, &request.model))
+        ctx: &Arc<RequestContext>,
+        request: pb::EmbedRequest,
+    ) -> Result<(pb::EmbedResponse, Lease), ApiError> {
+        self.authenticate(ctx)?;
+        let model = self.scheduler.resolve(&ctx.model)?;
+        self.run(ctx, &model, |mut client, name| {
+            let mut request = request.clone();
+            request.model = name;
+            async move { client.embed(request).await.map(tonic::Response::into_inner) }
+        })
+        .await
     }
 
-    /// The worker and model route for `model`, from the current snapshot.
-    fn pick(&self, model: &str) -> Result<Pick, ApiError> {
-        let snapshot = self.registry.snapshot();
-        match self.policy.pick(&snapshot, model) {
-            Some(pick) => Ok(pick),
-            None if snapshot.knows_model(model) => Err(ApiError::NoCapacity(model.to_owned())),
-            None => Err(ApiError::ModelNotFound(model.to_owned())),
-        }
-    }
-
-    /// Picks, admits and starts `request`. Waits while the worker's slots are
-    /// all taken; the wait ends with the caller's future being dropped.
-    pub async fn dispatch(&self, mut request: pb::GenerateRequest) -> Result<Generation, ApiError> {
-        request.model = self.resolve_model(&request.model);
-        let pick = self.pick(&request.model)?;
-        let Some(client) = pick.worker.client.clone() else {
-            return Err(ApiError::NoCapacity(request.model));
-        };
-        let lease = admission::admit(&pick.route).await?;
-        let retry_until = tokio::time::Instant::now() + BUSY_RETRY_FOR;
+    /// Admit → dispatch, putting the request back or retrying it elsewhere
+    /// as the worker's failure class says.
+    async fn run<T, F, Fut>(
+        &self,
+        ctx: &Arc<RequestContext>,
+        model: &Resolved,
+        call: F,
+    ) -> Result<(T, Lease), ApiError>
+    where
+        F: Fn(
+            herd_proto::v1::worker_client::WorkerClient<tonic::transport::Channel>,
+            String,
+        ) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut place = None;
+        let mut requeues = 0;
+        let mut moved_on = false;
         loop {
-            match client.clone().generate(request.clone()).await {
-                Ok(response) => {
-                    return Ok(Generation {
-                        events: response.into_inner(),
-                        worker_id: pick.worker.id.clone(),
-                        lease,
-                    });
+            let mut lease = self.scheduler.admit(ctx, model, place).await?;
+            let status = match call(lease.client.clone(), lease.grant.name.clone()).await {
+                Ok(value) => return Ok((value, lease)),
+                Err(status) => status,
+            };
+            let failure = WorkerFailure::from_status(&status);
+            tracing::debug!(
+                request_id = %ctx.id,
+                worker = %lease.grant.worker,
+                class = ?failure.class,
+                code = ?failure.code,
+                "worker refused the request"
+            );
+            let outcome = match (failure.class, failure.code) {
+                (FailureClass::Busy, _) => Outcome::Busy,
+                (FailureClass::Gone, ErrorCode::ModelNotLoaded) => Outcome::ReplicaGone,
+                (FailureClass::Gone | FailureClass::Unspecified, _) if !moved_on => {
+                    moved_on = true;
+                    Outcome::WorkerGone
                 }
-                Err(status)
-                    if status.code() == tonic::Code::ResourceExhausted
-                        && tokio::time::Instant::now() < retry_until =>
-                {
-                    tokio::time::sleep(BUSY_BACKOFF).await;
+                _ => {
+                    lease.set_outcome(Outcome::Unused);
+                    return Err(ApiError::from_worker(&failure, &ctx.model));
                 }
-                Err(status) => {
-                    tracing::debug!(worker = %pick.worker.id, %status, "generate refused");
-                    return Err(ApiError::from_status(&status, &request.model));
-                }
+            };
+            requeues += 1;
+            if requeues > MAX_REQUEUES {
+                return Err(ApiError::NoCapacity(ctx.model.clone()));
             }
+            lease.set_outcome(outcome);
+            place = Some(lease.place());
         }
     }
 }

@@ -40,6 +40,29 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("No worker can serve model `{0}` right now")]
     NoCapacity(String),
+    #[error("Too many requests are waiting for model `{model}`; try again later")]
+    QueueFull { model: String },
+    #[error("Model `{model}` had no free slot within {} ms", waited.as_millis())]
+    QueueTimeout {
+        model: String,
+        waited: std::time::Duration,
+    },
+    #[error(
+        "Model `{model}` needs about {} MiB of memory; the largest worker allows {} MiB",
+        need >> 20,
+        largest >> 20
+    )]
+    ModelTooLarge {
+        model: String,
+        need: u64,
+        largest: u64,
+    },
+    /// An error that is worth retrying after a while (`Retry-After`).
+    #[error("{error}")]
+    Retry {
+        error: Box<ApiError>,
+        after: std::time::Duration,
+    },
     #[error("The worker failed: {0}")]
     Upstream(String),
     #[error("The gateway is shutting down")]
@@ -70,8 +93,35 @@ impl ApiError {
         }
     }
 
+    /// A request header is wrong (named as the `param`).
+    pub fn header(name: &str, reason: &str) -> Self {
+        Self::field(name, format!("header `{name}` {reason}"))
+    }
+
+    /// This error, with a `Retry-After` of `after` (rounded up to seconds).
+    #[must_use]
+    pub fn with_retry_after(self, after: std::time::Duration) -> Self {
+        Self::Retry {
+            error: Box::new(self),
+            after,
+        }
+    }
+
+    /// When the client may try again, if it is worth trying.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Retry { after, .. } => Some(*after),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::Retry { error, .. } => error.status(),
+            Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueTimeout { .. } | Self::ModelTooLarge { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::InvalidJson(_)
             | Self::InvalidField { .. }
             | Self::Unsupported { .. }
@@ -89,7 +139,9 @@ impl ApiError {
     }
 
     fn kind(&self) -> &'static str {
-        if self.status().is_server_error() {
+        if self.status() == StatusCode::TOO_MANY_REQUESTS {
+            "rate_limit_error"
+        } else if self.status().is_server_error() {
             "server_error"
         } else {
             "invalid_request_error"
@@ -98,6 +150,8 @@ impl ApiError {
 
     fn param(&self) -> Option<&str> {
         match self {
+            Self::Retry { error, .. } => error.param(),
+            Self::ModelTooLarge { .. } => Some("model"),
             Self::InvalidField { param, .. } | Self::Unsupported { param, .. } => Some(param),
             Self::ModelNotFound(_) => Some("model"),
             Self::ContextLengthExceeded { param, .. } => Some(param),
@@ -108,6 +162,10 @@ impl ApiError {
 
     fn code(&self) -> Option<&str> {
         match self {
+            Self::Retry { error, .. } => error.code(),
+            Self::QueueFull { .. } => Some("queue_full"),
+            Self::QueueTimeout { .. } => Some("queue_timeout"),
+            Self::ModelTooLarge { .. } => Some("model_too_large"),
             Self::Worker { code, .. } => Some(code),
             Self::InvalidJson(_) => Some("invalid_json"),
             Self::InvalidField { .. } => Some("invalid_value"),

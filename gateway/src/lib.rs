@@ -2,18 +2,21 @@
 //! pool of workers reached over gRPC.
 //!
 //! A request's path: [`http`] (route, read body) → [`openai`] (parse and
-//! validate into a `GenerateRequest`) → [`dispatch`] ([`routing`] picks a
-//! worker from the [`workers`] snapshot, [`admission`] waits for a slot, the
-//! gRPC call starts) → [`http`] streams the answer back. Errors become HTTP in
-//! one place, [`error::ApiError`].
+//! validate into a `GenerateRequest`) → [`context`] (tenant, priority,
+//! prefix key, deadline) → [`dispatch`] (authenticate; the [`scheduler`]
+//! queues it per model, places the model on a worker if needed and picks a
+//! replica with a [`routing`] policy; the gRPC call starts) → [`http`]
+//! streams the answer back. Workers are known through the [`workers`]
+//! snapshot. Errors become HTTP in one place, [`error::ApiError`].
 
-pub mod admission;
 pub mod config;
+pub mod context;
 pub mod dispatch;
 pub mod error;
 pub mod http;
 pub mod openai;
 pub mod routing;
+pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod workers;

@@ -488,6 +488,15 @@ impl Store {
         Ok(())
     }
 
+    /// Changes whenever the set of models or tags changes (the index is
+    /// replaced on every change): a cheap `stat`, for callers that cache
+    /// [`Store::list`].
+    pub fn revision(&self) -> Option<(u64, std::time::SystemTime, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(self.root.join("models.json")).ok()?;
+        Some((meta.ino(), meta.modified().ok()?, meta.len()))
+    }
+
     pub(crate) fn read_index(&self) -> Result<Index, StoreError> {
         let path = self.root.join("models.json");
         match fs::read(&path) {

@@ -1,35 +1,34 @@
 //! The worker's model catalog: its store of Docker model artifacts, the
-//! registries it pulls from, and loading a stored model into the engine the
-//! first time a request names it.
+//! registries it pulls from, and which stored models the engine has loaded.
+//! Loading and unloading are asked for by the gateway (`LoadModel`,
+//! `UnloadModel`); the catalog never decides on its own to load or evict.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use herd_store::{Registry, RegistryOptions, RemovalPlan, Store, StoreError, StoredModel};
 
 use crate::config::{ModelConfig, StoreSettings, default_context_size};
 use crate::engine::Engine;
-use crate::error::{CatalogError, EngineError};
+use crate::error::CatalogError;
 
-/// How stored models are run when loaded on demand.
+/// How stored models are run when loaded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadDefaults {
     /// Slots per model.
     pub parallel: u32,
     /// Context per slot; unset: min(the artifact's context size, 4096).
     pub context_size: Option<u32>,
-    /// Stored models loaded at once; loading one more unloads the least
-    /// recently used idle one.
+    /// Models loaded at once on this worker (reported to gateways, which
+    /// respect it when placing models).
     pub max_loaded: usize,
 }
 
-/// A stored model the engine has loaded, under its served name.
-#[derive(Debug, Clone)]
-struct Loaded {
-    /// The model ID it was loaded from (a tag may move on).
-    id: String,
-    last_used: Instant,
-}
+/// A cached listing of the store, valid while its index is unchanged.
+type Listing = (
+    Option<(u64, std::time::SystemTime, u64)>,
+    Arc<Vec<StoredModel>>,
+);
 
 /// A store plus a registry client.
 #[derive(Debug)]
@@ -37,15 +36,23 @@ pub struct Catalog {
     store: Store,
     registry: Registry,
     defaults: LoadDefaults,
-    /// Stored models in the engine, by served name (held only briefly,
-    /// never across an await).
-    loaded: std::sync::Mutex<HashMap<String, Loaded>>,
-    /// Stored models loaded at start (`herd serve --model ai/smollm2`):
-    /// served name → model ID. They stay loaded; their other tags lead to
-    /// them instead of loading a second copy.
-    resident: std::sync::Mutex<HashMap<String, String>>,
+    /// Stored models the engine has loaded: served name → model ID (held
+    /// only briefly, never across an await).
+    loaded: Mutex<HashMap<String, String>>,
     /// Serialises loads, unloads and deletions against each other.
     load_lock: tokio::sync::Mutex<()>,
+    /// The last listing, re-read only when the store's index changes.
+    listing: Mutex<Option<Listing>>,
+    /// Memory estimates by model ID (a model's content never changes).
+    estimates: Mutex<HashMap<String, u64>>,
+}
+
+/// What a load did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The name the engine serves it under.
+    pub name: String,
+    pub pulled: bool,
 }
 
 impl Catalog {
@@ -54,9 +61,10 @@ impl Catalog {
             store,
             registry,
             defaults,
-            loaded: std::sync::Mutex::default(),
-            resident: std::sync::Mutex::default(),
+            loaded: Mutex::default(),
             load_lock: tokio::sync::Mutex::default(),
+            listing: Mutex::default(),
+            estimates: Mutex::default(),
         }
     }
 
@@ -135,154 +143,133 @@ impl Catalog {
             .unwrap_or_else(|| default_context_size(model.config.config.context_size))
     }
 
-    /// The names under which the engine has `model`'s weights loaded.
+    /// The memory `model` takes loaded with the store's defaults.
+    pub fn estimate(&self, model: &StoredModel) -> u64 {
+        if let Some(bytes) = lock(&self.estimates).get(&model.id) {
+            return *bytes;
+        }
+        let weights: u64 = model.manifest.gguf_layers().map(|l| l.size).sum();
+        let config = &model.config.config;
+        let shape = crate::footprint::ModelShape::from_metadata(&config.gguf, &config.architecture)
+            .or_else(|| {
+                // The artifact's config carries no GGUF metadata: read
+                // the header itself.
+                let path = self.store.gguf_path(model)?;
+                let summary = herd_store::gguf::GgufSummary::read(&path).ok()?;
+                crate::footprint::ModelShape::from_metadata(
+                    &summary.metadata,
+                    &summary.architecture,
+                )
+            });
+        let bytes = crate::footprint::estimate(
+            weights,
+            shape.as_ref(),
+            self.defaults.parallel,
+            self.context_size(model),
+        );
+        lock(&self.estimates).insert(model.id.clone(), bytes);
+        bytes
+    }
+
+    /// Every stored model, newest first; re-read from disk only when the
+    /// store's index has changed since the last call.
+    pub fn stored_models(&self) -> Result<Arc<Vec<StoredModel>>, StoreError> {
+        let revision = self.store.revision();
+        if let Some((seen, models)) = lock(&self.listing).as_ref()
+            && revision.is_some()
+            && *seen == revision
+        {
+            return Ok(models.clone());
+        }
+        let models = Arc::new(self.store.list()?);
+        *lock(&self.listing) = Some((revision, models.clone()));
+        Ok(models)
+    }
+
+    /// The names under which the engine has `model`'s weights loaded: as a
+    /// stored model (by ID), or from the worker's config (by its weights).
     pub fn loaded_names(&self, engine: &dyn Engine, model: &StoredModel) -> Vec<String> {
+        let loaded = lock(&self.loaded).clone();
+        let by_id: Vec<String> = loaded
+            .iter()
+            .filter(|(name, id)| **id == model.id && engine.serves(name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !by_id.is_empty() {
+            return by_id;
+        }
         let Some(path) = self.store.gguf_path(model) else {
             return Vec::new();
         };
+        // A model of the worker's config loaded from this very file; not
+        // another stored model that shares the weights (its template or
+        // settings may differ).
         let path = path.display().to_string();
         engine
             .status()
             .models
             .into_iter()
-            .filter(|m| m.path == path)
+            .filter(|m| m.path == path && !loaded.contains_key(&m.name))
             .map(|m| m.name)
             .collect()
     }
 
-    /// The engine name to run `requested` under, loading the model from the
-    /// store first if it is stored but not loaded — or if its tag now names
-    /// another model than the one loaded under it. Names the engine serves
-    /// from its config, and names the store does not know, pass through.
-    pub async fn ensure_loaded(
+    /// Loads the stored model `requested` names (a tag or an ID), pulling it
+    /// from its registry first when it is not stored and `pull` is set.
+    /// A model already loaded is not loaded twice: its name is returned.
+    pub async fn load(
         &self,
         engine: &dyn Engine,
         requested: &str,
-    ) -> Result<String, EngineError> {
-        if engine.serves(requested) && !self.loaded().contains_key(requested) {
-            return Ok(requested.to_owned());
-        }
-        let Ok(id) = self.store.resolve_id(requested) else {
-            return Ok(requested.to_owned());
-        };
-        if let Some(name) = self.touch(engine, &id) {
-            return Ok(name);
-        }
+        pull: bool,
+    ) -> Result<Loaded, CatalogError> {
         let _one_at_a_time = self.load_lock.lock().await;
-        // Someone else may have loaded it while we waited.
-        if let Some(name) = self.touch(engine, &id) {
-            return Ok(name);
+        let mut pulled = false;
+        let model = match self.resolve_blocking(requested).await {
+            Ok(model) => model,
+            Err(StoreError::NotFound(_)) if pull => {
+                let reference = self.store.parse_ref(requested)?;
+                tracing::info!(reference = %reference, "pulling a model to load it");
+                let noop: herd_store::ProgressFn = Arc::new(|_| {});
+                pulled = true;
+                self.registry
+                    .pull(&self.store, &reference, noop)
+                    .await?
+                    .model
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(name) = self.loaded_names(engine, &model).into_iter().next() {
+            return Ok(Loaded { name, pulled });
         }
-        let model = self
-            .resolve_blocking(&id)
-            .await
-            .map_err(|e| EngineError::Internal(format!("cannot read stored model {id}: {e}")))?;
         let name = self.served_name(requested, &model);
-        {
-            let mut loaded = self.loaded();
-            if loaded.remove(&name).is_some() {
-                // The tag moved on to another model: retire the old weights.
-                engine.unload(&name);
-            }
-            loaded.retain(|name, _| engine.serves(name));
-            self.make_room(engine, &mut loaded, requested)?;
+        if lock(&self.loaded).remove(&name).is_some() {
+            // The tag moved on to another model: retire the old weights.
+            engine.unload(&name);
         }
-        let config = self.model_config(name.clone(), &model).map_err(|e| {
-            EngineError::Internal(format!("cannot prepare stored model {}: {e}", model.id))
-        })?;
-        tracing::info!(model = %name, id = %model.id, "loading a stored model on demand");
+        let config = self.model_config(name.clone(), &model)?;
+        tracing::info!(model = %name, id = %model.id, "loading a stored model");
         engine.load(config).await?;
-        self.loaded().insert(
-            name.clone(),
-            Loaded {
-                id,
-                last_used: Instant::now(),
-            },
-        );
-        Ok(name)
+        lock(&self.loaded).insert(name.clone(), model.id.clone());
+        Ok(Loaded { name, pulled })
     }
 
-    /// Records that the engine serves the stored model `id` as `name` from
-    /// start (not loaded on demand, never evicted).
-    pub fn add_resident(&self, name: String, id: String) {
-        self.resident().insert(name, id);
+    /// Records that the engine serves the stored model `id` as `name`
+    /// (loaded at start, e.g. `herd serve --model ai/smollm2`).
+    pub fn note_loaded(&self, name: String, id: String) {
+        lock(&self.loaded).insert(name, id);
     }
 
-    /// The stored models the engine serves, loaded on demand or at start:
-    /// served name → model ID.
+    /// Unloads `name` from the engine. Returns whether it was loaded.
+    pub async fn unload(&self, engine: &dyn Engine, name: &str) -> bool {
+        let _one_at_a_time = self.load_lock.lock().await;
+        lock(&self.loaded).remove(name);
+        engine.unload(name)
+    }
+
+    /// The stored models the engine serves: served name → model ID.
     pub fn loaded_ids(&self) -> HashMap<String, String> {
-        let mut ids = self.resident().clone();
-        ids.extend(
-            self.loaded()
-                .iter()
-                .map(|(name, l)| (name.clone(), l.id.clone())),
-        );
-        ids
-    }
-
-    fn resident(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.resident
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, Loaded>> {
-        self.loaded
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The served name of the loaded model `id` (marked as used now if it
-    /// was loaded on demand).
-    fn touch(&self, engine: &dyn Engine, id: &str) -> Option<String> {
-        {
-            let mut loaded = self.loaded();
-            if let Some((name, entry)) = loaded
-                .iter_mut()
-                .find(|(name, l)| l.id == id && engine.serves(name))
-            {
-                entry.last_used = Instant::now();
-                return Some(name.clone());
-            }
-        }
-        self.resident()
-            .iter()
-            .find(|(name, resident)| *resident == id && engine.serves(name))
-            .map(|(name, _)| name.clone())
-    }
-
-    /// Unloads least recently used idle models until one more fits under
-    /// `max_loaded`; all busy → the request is refused as busy (retryable).
-    fn make_room(
-        &self,
-        engine: &dyn Engine,
-        loaded: &mut HashMap<String, Loaded>,
-        requested: &str,
-    ) -> Result<(), EngineError> {
-        while loaded.len() >= self.defaults.max_loaded.max(1) {
-            let status = engine.status();
-            let idle = |name: &str| {
-                status
-                    .models
-                    .iter()
-                    .any(|m| m.name == name && m.slots_busy == 0)
-            };
-            let Some(victim) = loaded
-                .iter()
-                .filter(|(name, _)| idle(name))
-                .min_by_key(|(_, l)| l.last_used)
-                .map(|(name, _)| name.clone())
-            else {
-                return Err(EngineError::Busy {
-                    model: requested.to_owned(),
-                    slots: 0,
-                });
-            };
-            tracing::info!(model = %victim, "unloading the least recently used model to load another");
-            engine.unload(&victim);
-            loaded.remove(&victim);
-        }
-        Ok(())
+        lock(&self.loaded).clone()
     }
 
     async fn resolve_blocking(&self, text: &str) -> Result<StoredModel, StoreError> {
@@ -319,8 +306,14 @@ impl Catalog {
         };
         for name in &unload {
             engine.unload(name);
-            self.loaded().remove(name);
+            lock(&self.loaded).remove(name);
         }
         Ok(self.store.remove(text, force)?)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

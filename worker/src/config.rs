@@ -45,6 +45,39 @@ pub struct WorkerConfig {
     pub store: StoreSettings,
     /// GPU use: offload, device selection, flash attention.
     pub gpu: crate::gpu::GpuSettings,
+    /// Memory the models may take (`2GiB`, `512MiB`, or bytes); the gateway
+    /// places models within it. Default: the GPUs' memory when offloading,
+    /// else the host's.
+    pub memory_limit: Option<MemorySize>,
+}
+
+/// A byte count written as a number of bytes or a size with a unit
+/// (`2GiB`, `512MiB`, `1.5GB`); see [`crate::footprint::parse_size`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemorySize(pub u64);
+
+impl std::str::FromStr for MemorySize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        crate::footprint::parse_size(text).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MemorySize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Bytes(0) => Err(serde::de::Error::custom("must be at least 1 byte")),
+            Raw::Bytes(n) => Ok(Self(n)),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -56,6 +89,7 @@ impl Default for WorkerConfig {
             models: Vec::new(),
             store: StoreSettings::default(),
             gpu: crate::gpu::GpuSettings::default(),
+            memory_limit: None,
         }
     }
 }
@@ -83,8 +117,8 @@ pub struct StoreSettings {
     /// Context per slot of a model loaded from the store; default
     /// min(the artifact's context size, 4096).
     pub context_size: Option<u32>,
-    /// Stored models loaded at once (on demand); one more unloads the least
-    /// recently used idle one. Default 4.
+    /// Models loaded at once on this worker; the gateway unloads an idle
+    /// one before loading one more. Default 4.
     pub max_loaded_models: usize,
 }
 
@@ -276,6 +310,24 @@ impl WorkerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// What the worker reports it may hold: `memory_limit`, else the GPUs'
+    /// total memory when models are offloaded to them, else the host's.
+    pub fn capacity(&self, gpu_offload: bool) -> crate::service::Capacity {
+        let gpu_total: u64 = crate::gpu::devices()
+            .iter()
+            .map(|g| g.memory_total_bytes)
+            .sum();
+        let memory_limit_bytes = match self.memory_limit {
+            Some(MemorySize(bytes)) => bytes,
+            None if gpu_offload && gpu_total > 0 => gpu_total,
+            None => crate::memory::host().total_bytes,
+        };
+        crate::service::Capacity {
+            memory_limit_bytes,
+            max_loaded_models: u32::try_from(self.store.max_loaded_models).unwrap_or(u32::MAX),
+        }
     }
 
     /// llama.cpp threads: the configured number, or one per core.

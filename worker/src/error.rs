@@ -108,6 +108,8 @@ pub enum CatalogError {
     Loaded(String),
     #[error("this worker has no model store")]
     NoStore,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 impl CatalogError {
@@ -116,7 +118,11 @@ impl CatalogError {
         use ErrorCode as C;
         use FailureClass as F;
         use herd_store::StoreError as S;
+        if let Self::Engine(e) = self {
+            return e.detail();
+        }
         let code = match self {
+            Self::Engine(_) => C::Unspecified,
             Self::Loaded(_) => C::ModelLoaded,
             Self::NoStore => C::NoModelStore,
             Self::Store(e) => match e {
@@ -138,7 +144,7 @@ impl CatalogError {
                 herd_store::ErrorKind::Upstream | herd_store::ErrorKind::Internal => F::Internal,
                 _ => F::Client,
             },
-            Self::Loaded(_) | Self::NoStore => F::Client,
+            Self::Loaded(_) | Self::NoStore | Self::Engine(_) => F::Client,
         };
         ErrorDetail::new(class, code)
     }
@@ -148,6 +154,7 @@ impl From<CatalogError> for tonic::Status {
     fn from(err: CatalogError) -> Self {
         use herd_store::ErrorKind;
         let code = match &err {
+            CatalogError::Engine(e) => return e.clone().into(),
             CatalogError::Store(e) => match e.kind() {
                 ErrorKind::InvalidRequest => tonic::Code::InvalidArgument,
                 ErrorKind::NotFound => tonic::Code::NotFound,

@@ -46,11 +46,24 @@ impl GrpcServer {
         })
     }
 
-    /// Serves the store RPCs from `catalog`, and loads stored models on
-    /// demand.
+    /// Serves the store RPCs from `catalog`; its models can be loaded.
     #[must_use]
     pub fn with_catalog(mut self, catalog: Arc<crate::catalog::Catalog>) -> Self {
         self.service = self.service.with_catalog(catalog);
+        self
+    }
+
+    /// The models of the worker's config, loadable by name.
+    #[must_use]
+    pub fn with_models(mut self, models: Vec<crate::config::ModelConfig>) -> Self {
+        self.service = self.service.with_models(models);
+        self
+    }
+
+    /// What the worker reports it may hold.
+    #[must_use]
+    pub fn with_capacity(mut self, capacity: crate::service::Capacity) -> Self {
+        self.service = self.service.with_capacity(capacity);
         self
     }
 

@@ -1,10 +1,14 @@
-//! `/v1/embeddings` after parsing: dispatch to a worker, answer with the list.
+//! `/v1/embeddings` after parsing: through the scheduler to a replica of
+//! the model, answer with the list.
+
+use std::sync::Arc;
 
 use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 
 use super::generate::client_gone;
 use super::respond;
+use crate::context::RequestContext;
 use crate::dispatch::Dispatcher;
 use crate::openai::embeddings::{EmbeddingsRequest, response};
 
@@ -13,14 +17,36 @@ pub async fn serve(
     session: &mut ServerSession,
     request: EmbeddingsRequest,
 ) -> bool {
+    let id = format!("embd-{}", uuid::Uuid::new_v4().simple());
+    let ctx = match RequestContext::from_headers(
+        id,
+        request.model.clone(),
+        &session.req_header().headers,
+        false,
+    ) {
+        Ok(mut ctx) => {
+            ctx.keep_alive = request.keep_alive;
+            Arc::new(ctx)
+        }
+        Err(err) => return respond::error(session, &err).await,
+    };
     let result = tokio::select! {
-        result = dispatcher.embed(request.embed) => result,
+        result = dispatcher.embed(&ctx, request.embed) => result,
         () = client_gone(session) => return false,
     };
     match result {
-        Ok(embeddings) => {
+        Ok((embeddings, lease)) => {
+            let headers = dispatcher.response_headers(&lease);
+            drop(lease);
             let body = response(&request.model, request.encoding, embeddings);
-            respond::json(session, StatusCode::OK, body).await
+            respond::full_with(
+                session,
+                StatusCode::OK,
+                "application/json",
+                body.into(),
+                &headers,
+            )
+            .await
         }
         Err(err) => respond::error(session, &err.for_input("input")).await,
     }

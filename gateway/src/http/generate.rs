@@ -3,6 +3,7 @@
 //! A client that goes away at any point drops the gRPC stream, which stops
 //! the generation on the worker.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
@@ -13,6 +14,7 @@ use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 
 use super::respond;
+use crate::context::{RequestContext, prefix_key_of};
 use crate::dispatch::{Dispatcher, Generation};
 use crate::error::ApiError;
 use crate::openai::response::{self, ChunkKind, ResponseMeta, Usage};
@@ -35,8 +37,21 @@ pub async fn serve(
     };
     let mut generate = request.generate;
     generate.request_id = meta.id.clone();
+    let ctx = match RequestContext::from_headers(
+        meta.id.clone(),
+        request.model.clone(),
+        &session.req_header().headers,
+        true,
+    ) {
+        Ok(mut ctx) => {
+            ctx.prefix_key = prefix_key_of(&generate, dispatcher.prefix_key_bytes());
+            ctx.keep_alive = request.keep_alive;
+            Arc::new(ctx)
+        }
+        Err(err) => return respond::error(session, &err).await,
+    };
     let dispatched = tokio::select! {
-        dispatched = dispatcher.dispatch(generate) => dispatched,
+        dispatched = dispatcher.generate(&ctx, generate) => dispatched,
         () = client_gone(session) => {
             tracing::debug!(request_id = %meta.id, "client left while queued");
             return false;
@@ -49,16 +64,19 @@ pub async fn serve(
             return respond::error(session, &err).await;
         }
     };
+    let headers = dispatcher.response_headers(&generation.lease);
     tracing::debug!(
         request_id = %meta.id,
-        worker = %generation.worker_id,
+        worker = %generation.lease.grant.worker,
+        tenant = %ctx.tenant,
+        priority = ctx.priority.as_str(),
         queued_ms = generation.lease.waited.as_millis() as u64,
         "dispatched"
     );
     if request.stream {
-        stream(session, &meta, generation, request.include_usage).await
+        stream(session, &meta, generation, request.include_usage, &headers).await
     } else {
-        collect(session, &meta, generation).await
+        collect(session, &meta, generation, &headers).await
     }
 }
 
@@ -119,6 +137,7 @@ async fn collect(
     session: &mut ServerSession,
     meta: &ResponseMeta,
     mut generation: Generation,
+    headers: &respond::Extra,
 ) -> bool {
     let mut text = String::new();
     let finished = loop {
@@ -126,7 +145,7 @@ async fn collect(
             Next::ClientGone => return false,
             Next::Finished(finished) => break finished,
             Next::Text(delta) => text.push_str(&delta),
-            Next::Failed(err) => return respond::error(session, &err).await,
+            Next::Failed(err) => return respond::error_with(session, &err, headers).await,
         }
     };
     release(generation);
@@ -141,7 +160,14 @@ async fn collect(
             finished.cached_prompt_tokens,
         ),
     );
-    respond::json(session, StatusCode::OK, body).await
+    respond::full_with(
+        session,
+        StatusCode::OK,
+        "application/json",
+        body.into(),
+        headers,
+    )
+    .await
 }
 
 /// Streaming: one SSE chunk per delta, then the finish chunk, the optional
@@ -153,8 +179,9 @@ async fn stream(
     meta: &ResponseMeta,
     mut generation: Generation,
     include_usage: bool,
+    headers: &respond::Extra,
 ) -> bool {
-    if !respond::start_events(session).await {
+    if !respond::start_events(session, headers).await {
         return false;
     }
     let mut out = BytesMut::new();

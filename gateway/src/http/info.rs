@@ -8,6 +8,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{Value, json};
 
 use super::respond;
+use crate::dispatch::Dispatcher;
 use crate::error::ApiError;
 use crate::openai::response::{ModelObject, model_list};
 use crate::workers::Registry;
@@ -16,8 +17,8 @@ pub async fn models(session: &mut ServerSession, registry: &Registry) -> bool {
     let list = registry
         .snapshot()
         .models()
-        .into_iter()
-        .map(|(id, created)| ModelObject::new(id, created))
+        .iter()
+        .map(|(id, created)| ModelObject::new(id.clone(), *created))
         .collect();
     respond::json(session, StatusCode::OK, model_list(list)).await
 }
@@ -30,21 +31,24 @@ pub async fn model(
 ) -> bool {
     let snapshot = registry.snapshot();
     let name = snapshot
-        .resolve_name(id, default_registry)
-        .unwrap_or_else(|| id.to_owned());
-    let found = snapshot.models().into_iter().find(|(n, _)| *n == name);
+        .resolve(id, default_registry)
+        .map_or_else(|| id.to_owned(), |(name, _)| name);
+    let found = snapshot.models().iter().find(|(n, _)| *n == name);
     match found {
         Some((id, created)) => {
-            let body = serde_json::to_vec(&ModelObject::new(id, created)).unwrap_or_default();
+            let body =
+                serde_json::to_vec(&ModelObject::new(id.clone(), *created)).unwrap_or_default();
             respond::json(session, StatusCode::OK, body).await
         }
         None => respond::error(session, &ApiError::ModelNotFound(id.to_owned())).await,
     }
 }
 
-/// Asks every worker for its status now (not the cached snapshot).
-pub async fn status(session: &mut ServerSession, registry: &Registry) -> bool {
-    let snapshot = registry.snapshot();
+/// Every worker's status, asked now (not the cached snapshot), and the
+/// scheduler's view of every model: queued, running, replicas, loads,
+/// evictions.
+pub async fn status(session: &mut ServerSession, dispatcher: &Dispatcher) -> bool {
+    let snapshot = dispatcher.registry().snapshot();
     let calls = snapshot.workers.iter().map(|worker| async move {
         let live = match worker.client.clone() {
             Some(mut client) => {
@@ -63,13 +67,13 @@ pub async fn status(session: &mut ServerSession, registry: &Registry) -> bool {
         };
         match live {
             Ok(status) => json!({
-                "id": worker.id,
+                "id": &*worker.id,
                 "endpoint": worker.endpoint,
                 "healthy": true,
                 "status": status_json(&status),
             }),
             Err(error) => json!({
-                "id": worker.id,
+                "id": &*worker.id,
                 "endpoint": worker.endpoint,
                 "healthy": false,
                 "error": error,
@@ -77,7 +81,35 @@ pub async fn status(session: &mut ServerSession, registry: &Registry) -> bool {
         }
     });
     let workers: Vec<Value> = futures::future::join_all(calls).await;
-    let body = serde_json::to_vec(&json!({ "workers": workers })).unwrap_or_default();
+    let models: Vec<Value> = dispatcher
+        .scheduler()
+        .report()
+        .into_iter()
+        .map(|m| {
+            json!({
+                "model": m.name,
+                "key": m.model.as_str(),
+                "queued": m.queued,
+                "running": m.running,
+                "replicas": m.replicas.iter().map(|w| &**w).collect::<Vec<_>>(),
+                "loading": m.loading.as_deref(),
+                "served": m.stats.served,
+                "loads": m.stats.loads,
+                "load_failures": m.stats.load_failures,
+                "evictions": m.stats.evictions,
+                "unloads": m.stats.unloads,
+                "rejected": m.stats.rejected,
+            })
+        })
+        .collect();
+    let body = serde_json::to_vec(&json!({
+        "workers": workers,
+        "scheduler": {
+            "policy": dispatcher.scheduler().policy_name(),
+            "models": models,
+        },
+    }))
+    .unwrap_or_default();
     respond::json(session, StatusCode::OK, body).await
 }
 
@@ -96,6 +128,8 @@ fn status_json(s: &pb::StatusResponse) -> Value {
         },
         "tokens_generated": s.tokens_generated_total,
         "gpu_offload": s.gpu_offload,
+        "memory_limit_bytes": s.memory_limit_bytes,
+        "max_loaded_models": s.max_loaded_models,
         "gpus": s.gpus.iter().map(|g| json!({
             "index": g.index,
             "name": g.name,
@@ -124,6 +158,7 @@ fn status_json(s: &pb::StatusResponse) -> Value {
             "parameters": m.parameters,
             "quantization": m.quantization,
             "loaded_at": m.loaded_at,
+            "memory_bytes": m.memory_bytes,
         })).collect::<Vec<_>>(),
     })
 }

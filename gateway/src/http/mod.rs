@@ -9,6 +9,7 @@ mod info;
 mod respond;
 pub mod routes;
 mod store;
+mod unload;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -126,10 +127,20 @@ impl HttpApp {
             Route::Model(id) => {
                 info::model(session, registry, self.dispatcher.default_registry(), &id).await
             }
-            Route::Status => info::status(session, registry).await,
+            Route::Status => info::status(session, &self.dispatcher).await,
             Route::Store(store_route) => {
                 store::serve(&self.dispatcher, session, store_route, self.max_body_bytes).await
             }
+            Route::Unload => match body::read_limited(session, self.max_body_bytes).await {
+                Ok(body) => unload::serve(&self.dispatcher, session, &body).await,
+                Err(BodyError::Reject(err)) => {
+                    body::discard_rest(session, self.max_body_bytes.saturating_mul(4)).await;
+                    session.set_keepalive(None);
+                    respond::error(session, &err).await;
+                    false
+                }
+                Err(BodyError::Gone) => false,
+            },
             Route::ChatCompletions | Route::Completions | Route::Embeddings => {
                 let body = match body::read_limited(session, self.max_body_bytes).await {
                     Ok(body) => body,

@@ -25,6 +25,9 @@ pub enum Route {
     Status,
     /// Docker Model Runner's model-store API under `/models`.
     Store(StoreRoute),
+    /// `POST /engines/unload` `{"models":[…]}` or `{"all":true}`: unload
+    /// idle models now (Docker Model Runner's shape).
+    Unload,
 }
 
 /// The `/models` routes. Names may contain `/` and `:`.
@@ -49,8 +52,13 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     if path == "/models" || path.starts_with("/models/") {
         return store_route(method, path).map(Route::Store);
     }
-    let api_path = strip_engine_prefix(path)?;
+    let api_path = if path == "/engines/unload" {
+        path
+    } else {
+        strip_engine_prefix(path)?
+    };
     let (route, allowed) = match api_path {
+        "/engines/unload" => (Route::Unload, "POST"),
         "/" => (Route::Root, "GET"),
         "/healthz" => (Route::Health, "GET"),
         "/herd/v1/status" => (Route::Status, "GET"),

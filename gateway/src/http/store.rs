@@ -55,9 +55,8 @@ pub async fn serve(
             None
         }
     };
-    let mut client = match dispatcher.store_worker() {
-        Ok(client) => client,
-        Err(err) => return respond::error(session, &err).await,
+    let Some(mut client) = dispatcher.registry().store_worker() else {
+        return respond::error(session, &ApiError::NoCapacity("the model store".into())).await;
     };
     let result = match route {
         StoreRoute::List => call(client.list_models(pb::ListModelsRequest {}))

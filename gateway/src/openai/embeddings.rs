@@ -25,6 +25,8 @@ pub struct EmbeddingsRequest {
     pub model: String,
     pub encoding: Encoding,
     pub embed: pb::EmbedRequest,
+    /// How long the model stays loaded after this request.
+    pub keep_alive: Option<crate::scheduler::KeepAlive>,
 }
 
 /// Parses a `/v1/embeddings` body: `input` is a string, an array of
@@ -86,6 +88,7 @@ pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
         ));
     }
     Ok(EmbeddingsRequest {
+        keep_alive: super::keep_alive::parse(&fields)?,
         model: model.clone(),
         encoding,
         embed: pb::EmbedRequest { model, inputs },

@@ -3,6 +3,7 @@
 
 pub mod embeddings;
 pub mod fields;
+pub mod keep_alive;
 pub mod request;
 pub mod response;
 pub mod sse;

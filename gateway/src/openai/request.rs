@@ -34,6 +34,8 @@ pub struct GenerationRequest {
     pub include_usage: bool,
     /// What the worker is asked; `request_id` is filled in at dispatch.
     pub generate: pb::GenerateRequest,
+    /// How long the model stays loaded after this request.
+    pub keep_alive: Option<crate::scheduler::KeepAlive>,
 }
 
 /// Largest `max_tokens` accepted (the worker also stops when the context is full).
@@ -160,6 +162,7 @@ fn parse_common(fields: &Fields, endpoint: Endpoint) -> Result<GenerationRequest
         min_p: fields.f32_in("min_p", 0.0, 1.0)?,
     };
     Ok(GenerationRequest {
+        keep_alive: super::keep_alive::parse(fields)?,
         endpoint,
         model: model.clone(),
         stream,

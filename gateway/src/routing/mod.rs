@@ -1,24 +1,96 @@
-//! Which worker serves a request. A policy sees the immutable snapshot and
-//! the model asked for; later policies (model and prefix affinity,
-//! memory-aware placement) are new files here behind the same trait.
+//! Which replica serves a request. The scheduler admits a request for a
+//! model, then asks the policy to rank the workers that have the model
+//! loaded; it takes the first with a free slot, so the ranking is also the
+//! fallback order. One file per policy, chosen by `[scheduler] policy`.
 
-mod least_busy;
+pub mod hash;
+mod least_loaded;
+mod prefix_affinity;
+mod round_robin;
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
-pub use least_busy::LeastBusy;
+pub use least_loaded::LeastLoaded;
+pub use prefix_affinity::PrefixAffinity;
+pub use round_robin::RoundRobin;
+use serde::Deserialize;
 
-use crate::workers::{ModelRoute, Snapshot, WorkerView};
+use crate::context::RequestContext;
 
-/// A chosen worker and model.
-#[derive(Debug, Clone)]
-pub struct Pick {
-    pub worker: Arc<WorkerView>,
-    pub route: Arc<ModelRoute>,
+/// A worker that has the model loaded, as the scheduler sees it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub worker: Arc<str>,
+    /// The model's slots there.
+    pub slots: u32,
+    /// Slots busy there (this gateway's requests and other gateways').
+    pub busy: u32,
+    /// Slots the scheduler may hand out now.
+    pub free: u32,
 }
 
-/// Chooses among the healthy workers that serve a model.
+impl Candidate {
+    /// Busy slots as a fraction of all, compared exactly:
+    /// `a.load_cmp(b)` orders by `a.busy / a.slots` against `b.busy / b.slots`.
+    pub fn load_cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (u64::from(self.busy) * u64::from(other.slots.max(1)))
+            .cmp(&(u64::from(other.busy) * u64::from(self.slots.max(1))))
+    }
+}
+
+/// Ranks the replicas of a model for one request, best first.
 pub trait RoutingPolicy: Send + Sync + Debug + 'static {
-    fn pick(&self, snapshot: &Snapshot, model: &str) -> Option<Pick>;
+    fn name(&self) -> &'static str;
+    fn rank(&self, ctx: &RequestContext, candidates: Vec<Candidate>) -> Vec<Candidate>;
+}
+
+/// The policies, by their config name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// The replica with the smallest share of busy slots.
+    LeastLoaded,
+    /// Replicas in turn (for comparison).
+    RoundRobin,
+    /// The same replica for the same prompt prefix (where its KV cache
+    /// is), unless that replica is above 1.25× the mean load.
+    #[default]
+    PrefixAffinity,
+}
+
+impl PolicyKind {
+    pub fn build(self) -> Arc<dyn RoutingPolicy> {
+        match self {
+            Self::LeastLoaded => Arc::new(LeastLoaded),
+            Self::RoundRobin => Arc::new(RoundRobin::default()),
+            Self::PrefixAffinity => Arc::new(PrefixAffinity::default()),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    pub fn candidate(worker: &str, slots: u32, busy: u32) -> Candidate {
+        Candidate {
+            worker: worker.into(),
+            slots,
+            busy,
+            free: slots.saturating_sub(busy),
+        }
+    }
+
+    pub fn context(prefix_key: Option<u64>) -> RequestContext {
+        let mut ctx =
+            RequestContext::from_headers("r".into(), "m".into(), &http::HeaderMap::new(), true)
+                .expect("no headers");
+        ctx.prefix_key = prefix_key;
+        ctx
+    }
+
+    pub fn order(ranked: &[Candidate]) -> Vec<&str> {
+        ranked.iter().map(|c| &*c.worker).collect()
+    }
 }

@@ -1,10 +1,11 @@
-//! What the gateway knows about its workers: an immutable [`Snapshot`] that
-//! request paths read without locks, swapped in whole by one background
-//! refresher that reads membership from the state store and each worker's
-//! `Status` over gRPC.
+//! What the gateway knows about its workers: an immutable [`Snapshot`]
+//! (identity, client, health, models and their names) that request paths
+//! read without locks, swapped in whole by the [`Registry`], which follows
+//! membership in the state store and keeps a `WatchStatus` stream open to
+//! every worker.
 
 mod registry;
 mod snapshot;
 
-pub use registry::Registry;
-pub use snapshot::{ModelRoute, Snapshot, WorkerView};
+pub use registry::{Registry, WorkerEvents};
+pub use snapshot::{NameIndex, Snapshot, WorkerView};

@@ -1,32 +1,56 @@
-//! Builds and swaps worker snapshots.
+//! Owns the current [`Snapshot`]: follows membership in the state store,
+//! keeps one `WatchStatus` stream open per worker, swaps a new snapshot in
+//! when a worker's models or health change, and hands every status to the
+//! scheduler ([`WorkerEvents`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use herd_proto::v1 as pb;
 use herd_proto::v1::worker_client::WorkerClient;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
-use super::snapshot::{ModelRoute, Snapshot, WorkerView};
+use super::snapshot::{NameIndex, Snapshot, WorkerView};
 use crate::state::{StateStore, WorkerRecord};
 
 /// Largest gRPC message either way (the worker uses the same limit).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
-/// How long one `Status` call may take before the worker counts as unhealthy.
+/// How long a unary `Status` may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnecting a broken status stream: first wait, and the longest.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
-/// Owns the current [`Snapshot`].
-#[derive(Debug)]
+/// What the scheduler hears about workers.
+pub trait WorkerEvents: Send + Sync + 'static {
+    fn status(&self, worker: &Arc<str>, status: &pb::StatusResponse);
+    /// Its status stream broke (it may come back).
+    fn down(&self, worker: &Arc<str>);
+    /// It left the pool.
+    fn removed(&self, worker: &Arc<str>);
+}
+
+/// A worker's endpoint and the task watching its status.
+type Watcher = (String, JoinHandle<()>);
+
+/// The pool's membership and worker views.
 pub struct Registry {
     store: Arc<dyn StateStore>,
     current: ArcSwap<Snapshot>,
-    /// One refresh at a time: each builds on the snapshot the one before
-    /// stored, so a slow refresh cannot overwrite a newer one, and a
-    /// model's slot gate is never built twice.
-    refreshing: tokio::sync::Mutex<()>,
+    events: OnceLock<Arc<dyn WorkerEvents>>,
+    watchers: parking_lot::Mutex<HashMap<Arc<str>, Watcher>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("workers", &self.snapshot().workers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Registry {
@@ -34,7 +58,8 @@ impl Registry {
         Self {
             store,
             current: ArcSwap::from_pointee(Snapshot::default()),
-            refreshing: tokio::sync::Mutex::new(()),
+            events: OnceLock::new(),
+            watchers: parking_lot::Mutex::default(),
         }
     }
 
@@ -43,126 +68,252 @@ impl Registry {
         self.current.load_full()
     }
 
-    /// Re-reads membership and every worker's status, then swaps the new
-    /// snapshot in. Slot gates of unchanged models carry over, so requests
-    /// in flight keep their accounting.
+    /// A worker's client, if it is known and its endpoint valid.
+    pub fn client(&self, id: &str) -> Option<WorkerClient<Channel>> {
+        self.snapshot().worker(id).and_then(|w| w.client.clone())
+    }
+
+    /// A worker to run model-store operations on: the first healthy one
+    /// (spreading them over a cluster's workers is a later step).
+    pub fn store_worker(&self) -> Option<WorkerClient<Channel>> {
+        self.snapshot()
+            .workers
+            .iter()
+            .filter(|w| w.healthy)
+            .find_map(|w| w.client.clone())
+    }
+
+    /// Reads membership and every member's status once (so the first
+    /// requests see the pool), then follows membership until `shutdown` in
+    /// the background, watching every member; every status and health
+    /// change goes to `events`.
+    pub async fn start(
+        self: &Arc<Self>,
+        events: Arc<dyn WorkerEvents>,
+        shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        let _ = self.events.set(events);
+        let changes = self.store.membership_changes();
+        self.sync_membership().await;
+        self.refresh().await;
+        tokio::spawn(self.clone().follow(changes, shutdown))
+    }
+
+    async fn follow(
+        self: Arc<Self>,
+        mut changes: watch::Receiver<u64>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        changes = self.store.membership_changes();
+                        tokio::time::sleep(RECONNECT_MAX).await;
+                    }
+                }
+                stopped = shutdown.changed() => {
+                    if stopped.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+            self.sync_membership().await;
+        }
+        for (_, (_, task)) in self.watchers.lock().drain() {
+            task.abort();
+        }
+    }
+
+    /// Reads every worker's status now (not waiting for its stream) and
+    /// applies it: after a `/models` change, the next request sees it.
     pub async fn refresh(&self) {
-        let _one_at_a_time = self.refreshing.lock().await;
+        let snapshot = self.snapshot();
+        let calls = snapshot.workers.iter().filter_map(|w| {
+            let mut client = w.client.clone()?;
+            let id = w.id.clone();
+            Some(async move {
+                let status =
+                    tokio::time::timeout(STATUS_TIMEOUT, client.status(pb::StatusRequest {})).await;
+                (id, status)
+            })
+        });
+        for (id, status) in futures::future::join_all(calls).await {
+            if let Ok(Ok(status)) = status {
+                self.apply_status(&id, Arc::new(status.into_inner()));
+            }
+        }
+    }
+
+    async fn sync_membership(self: &Arc<Self>) {
         let records = match self.store.workers().await {
             Ok(records) => records,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read workers from the state store");
+                tracing::warn!(error = %e, "cannot read workers from the state store; keeping the last view");
                 return;
             }
         };
-        let previous = self.snapshot();
-        let views =
-            futures::future::join_all(records.into_iter().map(|r| refresh_worker(r, &previous)))
-                .await;
-        self.current.store(Arc::new(Snapshot {
-            workers: views.into_iter().map(Arc::new).collect(),
-        }));
+        let mut watchers = self.watchers.lock();
+        // Gone, or moved to another endpoint: stop watching.
+        let stale: Vec<Arc<str>> = watchers
+            .iter()
+            .filter(|(id, (endpoint, _))| {
+                !records
+                    .iter()
+                    .any(|r| r.id == ***id && r.endpoint == *endpoint)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            if let Some((_, task)) = watchers.remove(&id) {
+                task.abort();
+            }
+            self.current.rcu(|s| without(s, &id));
+            if let Some(events) = self.events.get() {
+                events.removed(&id);
+            }
+            tracing::info!(worker = %id, "worker left the pool");
+        }
+        for record in records {
+            let id: Arc<str> = record.id.as_str().into();
+            if watchers.contains_key(&id) {
+                continue;
+            }
+            let view = Arc::new(WorkerView {
+                id: id.clone(),
+                endpoint: record.endpoint.clone(),
+                client: connect(&record.endpoint),
+                healthy: false,
+                status: None,
+            });
+            self.current.rcu(|s| with(s, view.clone()));
+            let task = tokio::spawn(self.clone().watch(record.clone(), id.clone()));
+            tracing::info!(worker = %record.id, endpoint = %record.endpoint, "worker joined the pool");
+            watchers.insert(id, (record.endpoint, task));
+        }
     }
 
-    /// Refreshes every `interval` and whenever membership changes, until
-    /// `shutdown` turns true.
-    pub async fn run_refresher(
-        self: Arc<Self>,
-        interval: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut changes = self.store.membership_changes();
+    /// Keeps `record`'s status stream open, reconnecting when it breaks.
+    async fn watch(self: Arc<Self>, record: WorkerRecord, id: Arc<str>) {
+        let Some(client) = self.client(&id) else {
+            tracing::warn!(worker = %id, endpoint = %record.endpoint, "invalid worker endpoint");
+            return;
+        };
+        let mut backoff = RECONNECT_FIRST;
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        // The store is gone; keep polling on the interval.
-                        changes = self.store.membership_changes();
+            match client.clone().watch_status(pb::StatusRequest {}).await {
+                Ok(response) => {
+                    let mut stream = response.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(status)) => {
+                                backoff = RECONNECT_FIRST;
+                                self.apply_status(&id, Arc::new(status));
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(worker = %id, error = %e, "status stream broke");
+                                break;
+                            }
+                        }
                     }
                 }
-                changed = shutdown.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
+                Err(e) => tracing::debug!(worker = %id, error = %e, "cannot watch worker status"),
             }
-            if *shutdown.borrow() {
-                return;
-            }
-            self.refresh().await;
+            self.mark_down(&id);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RECONNECT_MAX);
+        }
+    }
+
+    fn apply_status(&self, id: &Arc<str>, status: Arc<pb::StatusResponse>) {
+        let Some(old) = self.snapshot().worker(id).cloned() else {
+            return;
+        };
+        let changed = !old.healthy
+            || old
+                .status
+                .as_deref()
+                .is_none_or(|o| catalog_changed(o, &status));
+        if changed {
+            let view = Arc::new(WorkerView {
+                id: old.id.clone(),
+                endpoint: old.endpoint.clone(),
+                client: old.client.clone(),
+                healthy: true,
+                status: Some(status.clone()),
+            });
+            self.current.rcu(|s| with(s, view.clone()));
+        }
+        if let Some(events) = self.events.get() {
+            events.status(id, &status);
+        }
+    }
+
+    fn mark_down(&self, id: &Arc<str>) {
+        let Some(old) = self.snapshot().worker(id).cloned() else {
+            return;
+        };
+        if old.healthy {
+            tracing::warn!(worker = %id, endpoint = %old.endpoint, "worker unreachable");
+            let view = Arc::new(WorkerView {
+                id: old.id.clone(),
+                endpoint: old.endpoint.clone(),
+                client: old.client.clone(),
+                healthy: false,
+                status: old.status.clone(),
+            });
+            self.current.rcu(|s| with(s, view.clone()));
+        }
+        if let Some(events) = self.events.get() {
+            events.down(id);
         }
     }
 }
 
-async fn refresh_worker(record: WorkerRecord, previous: &Snapshot) -> WorkerView {
-    let old = previous
+/// Whether `new` changes what the snapshot shows (models, names, budget),
+/// beyond slot counts and counters.
+fn catalog_changed(old: &pb::StatusResponse, new: &pb::StatusResponse) -> bool {
+    let shape = |s: &pb::StatusResponse| {
+        s.models
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    m.loaded,
+                    m.aliases.clone(),
+                    m.id.clone(),
+                    m.loaded_at,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    old.memory_limit_bytes != new.memory_limit_bytes || shape(old) != shape(new)
+}
+
+/// `snapshot` with `view` replacing the worker of its id (or added).
+fn with(snapshot: &Arc<Snapshot>, view: Arc<WorkerView>) -> Snapshot {
+    let mut workers: Vec<Arc<WorkerView>> = snapshot
         .workers
         .iter()
-        .find(|w| w.id == record.id && w.endpoint == record.endpoint);
-    let client = old
-        .and_then(|o| o.client.clone())
-        .or_else(|| connect(&record.endpoint));
-    let status = match &client {
-        None => Err("the endpoint is not a valid URI".to_owned()),
-        Some(client) => {
-            match tokio::time::timeout(STATUS_TIMEOUT, client.clone().status(pb::StatusRequest {}))
-                .await
-            {
-                Ok(Ok(response)) => Ok(response.into_inner()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("timed out".to_owned()),
-            }
-        }
-    };
-    match status {
-        Ok(status) => {
-            let models = status
-                .models
-                .iter()
-                .filter(|m| m.loaded || m.on_demand)
-                .map(|m| carry_route(m, old.map(AsRef::as_ref)))
-                .collect();
-            WorkerView {
-                id: record.id,
-                endpoint: record.endpoint,
-                client,
-                healthy: true,
-                status: Some(status),
-                models,
-            }
-        }
-        Err(error) => {
-            tracing::warn!(worker = %record.id, endpoint = %record.endpoint, %error, "worker status failed");
-            // Keep the last known models so requests for them get 503, not 404.
-            WorkerView {
-                id: record.id,
-                endpoint: record.endpoint,
-                client,
-                healthy: false,
-                status: old.and_then(|o| o.status.clone()),
-                models: old.map(|o| o.models.clone()).unwrap_or_default(),
-            }
-        }
-    }
+        .filter(|w| w.id != view.id)
+        .cloned()
+        .collect();
+    workers.push(view);
+    workers.sort_by(|a, b| a.id.cmp(&b.id));
+    let names = Arc::new(NameIndex::build(&workers));
+    Snapshot { workers, names }
 }
 
-/// Keeps the slot gate of a model whose slot count did not change.
-fn carry_route(model: &pb::ModelStatus, old: Option<&WorkerView>) -> Arc<ModelRoute> {
-    if let Some(route) = old.and_then(|o| o.model(&model.name))
-        && route.status.slots_total == model.slots_total
-    {
-        return Arc::new(ModelRoute {
-            status: model.clone(),
-            slots: route.slots.clone(),
-            waiting: route.waiting.clone(),
-        });
-    }
-    Arc::new(ModelRoute {
-        status: model.clone(),
-        slots: Arc::new(Semaphore::new(model.slots_total.max(1) as usize)),
-        waiting: Arc::default(),
-    })
+fn without(snapshot: &Arc<Snapshot>, id: &str) -> Snapshot {
+    let workers: Vec<Arc<WorkerView>> = snapshot
+        .workers
+        .iter()
+        .filter(|w| &*w.id != id)
+        .cloned()
+        .collect();
+    let names = Arc::new(NameIndex::build(&workers));
+    Snapshot { workers, names }
 }
 
 /// A lazily connecting client; `None` if the endpoint is not a valid URI.
@@ -171,7 +322,8 @@ fn connect(endpoint: &str) -> Option<WorkerClient<Channel>> {
         .ok()?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30));
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
     Some(
         WorkerClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -2,19 +2,23 @@
 //! text, configurable prefill time and token rate, and injected failures.
 //! It keeps the real engine's contract — slots (refusing beyond them with
 //! [`EngineError::Busy`]), the slot freed before `Finished`, cancellation by
-//! token or by dropping the receiver — so a gateway cannot tell the two apart.
-//! Never use it to claim a real-model result.
+//! token or by dropping the receiver, models loaded and unloaded on request —
+//! and simulates what placement depends on: each model's memory, its load
+//! time, and prompt-cache hits (a prompt sharing a prefix with one of the
+//! model's recent prompts skips that part of its prefill). A gateway cannot
+//! tell it from the real engine. Never use it to claim a real-model result.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::changes::Changes;
 use crate::engine::counters::Counters;
 use crate::engine::slots::SlotPermit;
 use crate::engine::{
@@ -34,17 +38,29 @@ const WORDS: &[&str] = &[
     "simple", "steady",
 ];
 
+/// Bytes of a mock token (the mock tokenizes text in 4-byte pieces).
+const TOKEN_BYTES: usize = 4;
+
 /// How the mock behaves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MockConfig {
-    /// Model names served.
+    /// Model names served (loadable; loaded at start if `load_at_start`).
     pub models: Vec<String>,
+    /// Whether every model is loaded when the engine starts.
+    pub load_at_start: bool,
+    /// How long loading a model takes.
+    pub load_time: Duration,
+    /// Memory each model takes loaded (reported for placement).
+    pub model_memory: u64,
     /// Concurrent generations per model.
     pub slots: u32,
     /// Context length per slot, in (mock) tokens.
     pub context_size: u32,
     /// Time before the first token.
     pub prefill: Duration,
+    /// Extra time before the first token per prompt token not found in the
+    /// model's prompt cache (its last `slots` prompts).
+    pub prefill_per_token: Duration,
     /// Generation speed per stream; 0 means as fast as possible.
     pub tokens_per_second: f64,
     /// Tokens generated when the request sets no `max_tokens`.
@@ -62,9 +78,13 @@ impl Default for MockConfig {
     fn default() -> Self {
         Self {
             models: vec!["mock".into()],
+            load_at_start: true,
+            load_time: Duration::ZERO,
+            model_memory: 256 << 20,
             slots: 64,
             context_size: 8192,
             prefill: Duration::ZERO,
+            prefill_per_token: Duration::ZERO,
             tokens_per_second: 0.0,
             default_max_tokens: 16,
             error_rate: 0.0,
@@ -102,41 +122,128 @@ impl MockConfig {
     }
 }
 
+/// One loaded mock model.
+#[derive(Debug)]
+struct MockModel {
+    busy: Arc<AtomicU32>,
+    /// Recent prompts (at most `slots`), newest last: the prompt cache.
+    recent: Mutex<VecDeque<Arc<str>>>,
+    loaded_at_unix: i64,
+}
+
+impl MockModel {
+    fn new() -> Self {
+        Self {
+            busy: Arc::default(),
+            recent: Mutex::default(),
+            loaded_at_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        }
+    }
+
+    /// Tokens of `prompt` found in the cache (the longest shared prefix
+    /// with a recent prompt), and remembers `prompt`.
+    fn cache_lookup(&self, prompt: Arc<str>, capacity: usize) -> u32 {
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let shared = recent
+            .iter()
+            .map(|old| {
+                old.bytes()
+                    .zip(prompt.bytes())
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        recent.push_back(prompt);
+        while recent.len() > capacity.max(1) {
+            recent.pop_front();
+        }
+        u32::try_from(shared / TOKEN_BYTES).unwrap_or(u32::MAX)
+    }
+}
+
 /// The mock engine.
 #[derive(Debug)]
 pub struct MockEngine {
     config: Arc<MockConfig>,
-    busy: HashMap<String, Arc<AtomicU32>>,
+    loaded: RwLock<HashMap<String, Arc<MockModel>>>,
     counters: Arc<Counters>,
-    loaded_at_unix: i64,
+    changes: Changes,
 }
 
 impl MockEngine {
     pub fn new(config: MockConfig) -> Result<Self, EngineError> {
         config.validate()?;
-        let busy = config
-            .models
-            .iter()
-            .map(|m| (m.clone(), Arc::new(AtomicU32::new(0))))
-            .collect();
+        let loaded = if config.load_at_start {
+            config
+                .models
+                .iter()
+                .map(|m| (m.clone(), Arc::new(MockModel::new())))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         Ok(Self {
             config: Arc::new(config),
-            busy,
+            loaded: RwLock::new(loaded),
             counters: Arc::new(Counters::default()),
-            loaded_at_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
+            changes: Changes::default(),
         })
+    }
+
+    /// Every model the mock can load, as the worker's configured models.
+    pub fn model_configs(&self) -> Vec<crate::config::ModelConfig> {
+        self.config
+            .models
+            .iter()
+            .map(|name| {
+                let mut config = crate::config::ModelConfig::from_path(
+                    format!("mock://{name}").into(),
+                    Some(name.clone()),
+                );
+                config.parallel = self.config.slots;
+                config
+            })
+            .collect()
+    }
+
+    fn model(&self, name: &str) -> Result<Arc<MockModel>, EngineError> {
+        self.loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                if self.config.models.iter().any(|m| m == name) {
+                    EngineError::NotLoaded(name.to_owned())
+                } else {
+                    EngineError::ModelNotFound(name.to_owned())
+                }
+            })
     }
 }
 
-/// Mock tokens of an input: one per four bytes, at least one.
-fn prompt_tokens(input: &Input) -> u32 {
-    let bytes: usize = match input {
-        Input::Prompt(text) => text.len(),
-        Input::Chat(messages) => messages.iter().map(|m| m.content.len() + 4).sum(),
-    };
-    u32::try_from(bytes / 4).unwrap_or(u32::MAX).max(1)
+/// The text the mock "tokenizes": the prompt, or the chat's messages.
+fn prompt_text(input: &Input) -> String {
+    match input {
+        Input::Prompt(text) => text.clone(),
+        Input::Chat(messages) => messages
+            .iter()
+            .map(|m| format!("<{}>{}", m.role, m.content))
+            .collect(),
+    }
+}
+
+/// Mock tokens of a prompt: one per four bytes, at least one.
+fn prompt_tokens(text: &str) -> u32 {
+    u32::try_from(text.len() / TOKEN_BYTES)
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 /// A seed from the request: the same seed, model and input give the same text.
@@ -180,6 +287,7 @@ struct Run {
     seed: u64,
     max_tokens: u32,
     prompt_tokens: u32,
+    cached_prompt_tokens: u32,
     fail_at_start: bool,
     accepted_at: Instant,
 }
@@ -216,7 +324,9 @@ impl Run {
     }
 
     async fn run(self) {
-        if let Wait::Cancelled = self.wait(Some(self.config.prefill)).await {
+        let uncached = self.prompt_tokens.saturating_sub(self.cached_prompt_tokens);
+        let prefill = self.config.prefill + self.config.prefill_per_token * uncached;
+        if let Wait::Cancelled = self.wait(Some(prefill)).await {
             return self.finish(FinishReason::Cancelled, 0, None);
         }
         if self.fail_at_start {
@@ -281,7 +391,7 @@ impl Run {
             reason,
             prompt_tokens: self.prompt_tokens,
             completion_tokens,
-            cached_prompt_tokens: 0,
+            cached_prompt_tokens: self.cached_prompt_tokens,
             time_to_first_token: first.unwrap_or(now) - self.accepted_at,
             total_time: now - self.accepted_at,
             tool_calls: Vec::new(),
@@ -298,22 +408,23 @@ impl Engine for MockEngine {
         cancel: CancellationToken,
     ) -> Result<(), EngineError> {
         let accepted_at = Instant::now();
-        let busy = self
-            .busy
-            .get(&request.model)
-            .ok_or_else(|| EngineError::ModelNotFound(request.model.clone()))?;
-        let prompt_tokens = prompt_tokens(&request.input);
+        let model = self.model(&request.model)?;
+        let text = prompt_text(&request.input);
+        let prompt_tokens = prompt_tokens(&text);
         if prompt_tokens >= self.config.context_size {
             return Err(EngineError::ContextLengthExceeded {
                 prompt_tokens,
                 context_size: self.config.context_size,
             });
         }
-        let slot =
-            SlotPermit::try_claim(busy, self.config.slots).ok_or_else(|| EngineError::Busy {
+        let slot = SlotPermit::try_claim(&model.busy, self.config.slots, &self.changes)
+            .ok_or_else(|| EngineError::Busy {
                 model: request.model.clone(),
                 slots: self.config.slots,
             })?;
+        let cached = model
+            .cache_lookup(text.into(), self.config.slots as usize)
+            .min(prompt_tokens);
         let n = self.counters.started.fetch_add(1, Ordering::Relaxed);
         let run = Run {
             config: self.config.clone(),
@@ -327,6 +438,7 @@ impl Engine for MockEngine {
                 .unwrap_or(self.config.default_max_tokens)
                 .min(self.config.context_size - prompt_tokens),
             prompt_tokens,
+            cached_prompt_tokens: cached,
             fail_at_start: injected_failure(n, self.config.error_rate),
             accepted_at,
         };
@@ -335,9 +447,7 @@ impl Engine for MockEngine {
     }
 
     async fn embed(&self, model: &str, inputs: Vec<EmbedInput>) -> Result<Embeddings, EngineError> {
-        if !self.busy.contains_key(model) {
-            return Err(EngineError::ModelNotFound(model.to_owned()));
-        }
+        self.model(model)?;
         let mut prompt_tokens = 0u32;
         let vectors = inputs
             .iter()
@@ -346,7 +456,9 @@ impl Engine for MockEngine {
                 let tokens = match input {
                     EmbedInput::Text(t) => {
                         t.hash(&mut h);
-                        u32::try_from(t.len() / 4).unwrap_or(u32::MAX).max(1)
+                        u32::try_from(t.len() / TOKEN_BYTES)
+                            .unwrap_or(u32::MAX)
+                            .max(1)
                     }
                     EmbedInput::Tokens(t) => {
                         t.hash(&mut h);
@@ -373,22 +485,64 @@ impl Engine for MockEngine {
         })
     }
 
+    async fn load(&self, config: crate::config::ModelConfig) -> Result<(), EngineError> {
+        if !self.config.models.contains(&config.name) {
+            return Err(EngineError::ModelNotFound(config.name));
+        }
+        if self.serves(&config.name) {
+            return Ok(());
+        }
+        tokio::time::sleep(self.config.load_time).await;
+        self.loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(config.name)
+            .or_insert_with(|| Arc::new(MockModel::new()));
+        self.changes.bump();
+        Ok(())
+    }
+
+    fn serves(&self, name: &str) -> bool {
+        self.model(name).is_ok()
+    }
+
+    fn unload(&self, name: &str) -> bool {
+        // Running generations keep their `Arc` and finish.
+        let removed = self
+            .loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name)
+            .is_some();
+        if removed {
+            self.changes.bump();
+        }
+        removed
+    }
+
+    fn estimate(&self, _config: &crate::config::ModelConfig) -> u64 {
+        self.config.model_memory
+    }
+
     fn status(&self) -> EngineStatus {
         let mut models: Vec<ModelInfo> = self
-            .busy
+            .loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|(name, busy)| ModelInfo {
+            .map(|(name, model)| ModelInfo {
                 name: name.clone(),
                 path: format!("mock://{name}"),
                 size_bytes: 0,
                 context_size: self.config.context_size,
                 slots_total: self.config.slots,
-                slots_busy: busy.load(Ordering::Acquire),
+                slots_busy: model.busy.load(Ordering::Acquire),
                 loaded: true,
                 architecture: "mock".into(),
                 parameters: 0,
                 quantization: "none".into(),
-                loaded_at_unix: self.loaded_at_unix,
+                loaded_at_unix: model.loaded_at_unix,
+                memory_bytes: self.config.model_memory,
             })
             .collect();
         models.sort_by(|a, b| a.name.cmp(&b.name));
@@ -398,6 +552,10 @@ impl Engine for MockEngine {
             counters: self.counters.snapshot(),
             gpu_offload: false,
         }
+    }
+
+    fn changes(&self) -> &Changes {
+        &self.changes
     }
 }
 

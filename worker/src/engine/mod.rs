@@ -8,6 +8,7 @@
 //! on its channel until exactly one [`GenerationEvent::Finished`]. Cancelling
 //! the token, or dropping the receiver, ends it at the next decode step.
 
+pub mod changes;
 pub mod counters;
 pub mod llama;
 pub mod mock;
@@ -205,6 +206,8 @@ pub struct ModelInfo {
     pub parameters: u64,
     pub quantization: String,
     pub loaded_at_unix: i64,
+    /// Estimated memory as loaded (see [`crate::footprint`]).
+    pub memory_bytes: u64,
 }
 
 /// Counters since start.
@@ -244,24 +247,24 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Loads the GGUF at `config.path` as `config.name` (nothing if a model
     /// of that name is loaded).
-    async fn load(&self, config: crate::config::ModelConfig) -> Result<(), EngineError> {
-        Err(EngineError::InvalidRequest(format!(
-            "this engine cannot load `{}` on demand",
-            config.name
-        )))
-    }
+    async fn load(&self, config: crate::config::ModelConfig) -> Result<(), EngineError>;
 
     /// Whether a model named `name` is loaded.
     fn serves(&self, name: &str) -> bool {
         self.status().models.iter().any(|m| m.name == name)
     }
 
-    /// Unloads `name`; generations in flight finish first. Returns whether
-    /// it was loaded.
-    fn unload(&self, _name: &str) -> bool {
-        false
-    }
+    /// Unloads `name`; generations in flight finish first, new ones are
+    /// refused at once. Returns whether it was loaded.
+    fn unload(&self, name: &str) -> bool;
+
+    /// What a model would take loaded with `config`, estimated before
+    /// loading it (see [`crate::footprint`]).
+    fn estimate(&self, config: &crate::config::ModelConfig) -> u64;
 
     /// A snapshot of models, slots and counters.
     fn status(&self) -> EngineStatus;
+
+    /// Bumped on every change `status` would show.
+    fn changes(&self) -> &changes::Changes;
 }

@@ -3,6 +3,7 @@
 mod embed;
 mod generate;
 mod models;
+mod placement;
 mod status;
 
 use std::pin::Pin;
@@ -17,8 +18,27 @@ use herd_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::catalog::Catalog;
+use crate::config::ModelConfig;
 use crate::engine::Engine;
 use crate::error::CatalogError;
+
+/// What a worker may hold, reported to gateways for placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub memory_limit_bytes: u64,
+    /// 0: no limit but memory.
+    pub max_loaded_models: u32,
+}
+
+impl Default for Capacity {
+    /// The host's memory, no model limit.
+    fn default() -> Self {
+        Self {
+            memory_limit_bytes: crate::memory::host().total_bytes,
+            max_loaded_models: 0,
+        }
+    }
+}
 
 /// Serves one engine.
 #[derive(Clone)]
@@ -27,6 +47,9 @@ pub struct WorkerService {
     worker_id: String,
     /// The model store, if this worker has one.
     catalog: Option<Arc<Catalog>>,
+    /// Models of the worker's config: loadable by name at any time.
+    configured: Arc<[ModelConfig]>,
+    capacity: Capacity,
 }
 
 impl std::fmt::Debug for WorkerService {
@@ -43,6 +66,8 @@ impl WorkerService {
             engine,
             worker_id,
             catalog: None,
+            configured: Arc::from([]),
+            capacity: Capacity::default(),
         }
     }
 
@@ -52,18 +77,24 @@ impl WorkerService {
         self
     }
 
+    /// The models of the worker's config (loaded at start or not): the
+    /// gateway may load and unload them by name.
+    #[must_use]
+    pub fn with_models(mut self, models: Vec<ModelConfig>) -> Self {
+        self.configured = models.into();
+        self
+    }
+
+    #[must_use]
+    pub fn with_capacity(mut self, capacity: Capacity) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
     fn catalog(&self) -> Result<&Arc<Catalog>, Status> {
         self.catalog
             .as_ref()
             .ok_or_else(|| CatalogError::NoStore.into())
-    }
-
-    /// The engine's name for `model`, loading it from the store if needed.
-    async fn resolve_model(&self, model: &str) -> Result<String, Status> {
-        match &self.catalog {
-            Some(catalog) => Ok(catalog.ensure_loaded(self.engine.as_ref(), model).await?),
-            None => Ok(model.to_owned()),
-        }
     }
 }
 
@@ -77,9 +108,7 @@ impl Worker for WorkerService {
         &self,
         request: Request<GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
-        let mut request = request.into_inner();
-        request.model = self.resolve_model(&request.model).await?;
-        let stream = generate::start(self.engine.as_ref(), request).await?;
+        let stream = generate::start(self.engine.as_ref(), request.into_inner()).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -87,9 +116,7 @@ impl Worker for WorkerService {
         &self,
         request: Request<EmbedRequest>,
     ) -> Result<Response<EmbedResponse>, Status> {
-        let mut request = request.into_inner();
-        request.model = self.resolve_model(&request.model).await?;
-        let response = embed::run(self.engine.as_ref(), request).await?;
+        let response = embed::run(self.engine.as_ref(), request.into_inner()).await?;
         Ok(Response::new(response))
     }
 
@@ -97,20 +124,34 @@ impl Worker for WorkerService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let mut snapshot = status::snapshot(self.engine.as_ref(), &self.worker_id);
-        if let Some(catalog) = &self.catalog {
-            let catalog = catalog.clone();
-            let mut statuses = snapshot.models.clone();
-            if let Ok(with_stored) = tokio::task::spawn_blocking(move || {
-                models::add_stored(&catalog, &mut statuses);
-                statuses
-            })
-            .await
-            {
-                snapshot.models = with_stored;
-            }
-        }
-        Ok(Response::new(snapshot))
+        Ok(Response::new(status::snapshot(self).await))
+    }
+
+    type WatchStatusStream = status::StatusStream;
+
+    async fn watch_status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        Ok(Response::new(status::watch(self)))
+    }
+
+    async fn load_model(
+        &self,
+        request: Request<pb::LoadModelRequest>,
+    ) -> Result<Response<pb::LoadModelResponse>, Status> {
+        Ok(Response::new(
+            placement::load(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn unload_model(
+        &self,
+        request: Request<pb::UnloadModelRequest>,
+    ) -> Result<Response<pb::UnloadModelResponse>, Status> {
+        Ok(Response::new(
+            placement::unload(self, request.into_inner()).await?,
+        ))
     }
 
     type PullModelStream = models::TransferStream;

@@ -129,7 +129,11 @@ where
     tokio::spawn(async move {
         let progress = progress_sender(tx.clone());
         let event = match run(catalog.clone(), progress).await {
-            Ok(model) => Ok(done(&catalog, engine.as_ref(), &model)),
+            Ok(model) => {
+                // The store changed: status watchers see the model.
+                engine.changes().bump();
+                Ok(done(&catalog, engine.as_ref(), &model))
+            }
             Err(e) => Err(Status::from(CatalogError::from(e))),
         };
         let _ = tx.send(event).await;
@@ -172,11 +176,13 @@ pub async fn delete(
     engine: Arc<dyn Engine>,
     request: pb::DeleteModelRequest,
 ) -> Result<pb::DeleteModelResponse, Status> {
-    let removal = blocking(catalog, move |c| {
-        c.remove(engine.as_ref(), &request.reference, request.force)
+    let removal = blocking(catalog, {
+        let engine = engine.clone();
+        move |c| c.remove(engine.as_ref(), &request.reference, request.force)
     })
     .await?;
     tracing::info!(untagged = ?removal.untagged, deleted = ?removal.deleted, "model removed");
+    engine.changes().bump();
     Ok(pb::DeleteModelResponse {
         untagged: removal
             .untagged
@@ -196,70 +202,6 @@ pub async fn tag(
         Ok(c.store().tag(&request.source, &request.target)?)
     })
     .await?;
+    engine.changes().bump();
     Ok(to_wire(catalog, engine, &model))
-}
-
-/// Adds what the store knows to the engine's model statuses: a loaded
-/// model's other tags become its aliases, and a stored model that is not
-/// loaded is listed once, under its first tag (the others as aliases), as
-/// `on_demand`, so gateways route requests for it here (the first request
-/// loads it).
-pub fn add_stored(catalog: &Catalog, statuses: &mut Vec<pb::ModelStatus>) {
-    let Ok(models) = catalog.store().list() else {
-        return;
-    };
-    let engine_models = statuses.len();
-    let stored_ids = catalog.loaded_ids();
-    for model in models {
-        let path = catalog
-            .store()
-            .gguf_path(&model)
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let names: Vec<String> = model
-            .tags
-            .iter()
-            .map(|tag| catalog.store().familiar(tag))
-            .collect();
-        let mut loaded = false;
-        // A stored model the catalog knows: by model ID (two models may
-        // share a GGUF blob); one from the worker's config: by the weights'
-        // path and the name being one of the model's tags.
-        let is_this_model = |status: &pb::ModelStatus| match stored_ids.get(&status.name) {
-            Some(id) => *id == model.id,
-            None => !path.is_empty() && status.path == path && names.contains(&status.name),
-        };
-        for status in statuses[..engine_models]
-            .iter_mut()
-            .filter(|s| is_this_model(s))
-        {
-            status.aliases = names
-                .iter()
-                .filter(|n| **n != status.name)
-                .cloned()
-                .collect();
-            status.id.clone_from(&model.id);
-            loaded = true;
-        }
-        let Some((name, aliases)) = names.split_first().filter(|_| !loaded) else {
-            continue;
-        };
-        statuses.push(pb::ModelStatus {
-            name: name.clone(),
-            aliases: aliases.to_vec(),
-            id: model.id.clone(),
-            path,
-            size_bytes: model.manifest.total_size(),
-            context_size: catalog.context_size(&model),
-            slots_total: catalog.defaults().parallel,
-            slots_busy: 0,
-            loaded: false,
-            on_demand: true,
-            architecture: model.config.config.architecture.clone(),
-            parameters: 0,
-            quantization: model.config.config.quantization.clone(),
-            loaded_at: 0,
-            memory_bytes: 0,
-        });
-    }
 }

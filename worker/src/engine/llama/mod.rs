@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use self::model::LoadedModel;
 use self::runner::{Job, RunnerSettings};
 use crate::config::{ModelConfig, WorkerConfig};
+use crate::engine::changes::Changes;
 use crate::engine::counters::Counters;
 use crate::engine::slots::SlotPermit;
 use crate::engine::{
@@ -54,6 +55,8 @@ struct ModelRunner {
     /// False once the decode loop has stopped (shutdown or a panic).
     alive: Arc<AtomicBool>,
     loaded_at_unix: i64,
+    /// Estimated memory as loaded.
+    memory_bytes: u64,
     /// The embedding thread, started on the first `embed`.
     embedder: Mutex<Option<Sender<embed::EmbedJob>>>,
 }
@@ -80,6 +83,9 @@ impl ModelRunner {
     }
 }
 
+/// A model file with the slots and context it is loaded with.
+type EstimateKey = (std::path::PathBuf, u32, Option<u32>);
+
 /// Runs GGUF models with llama.cpp.
 #[derive(Debug)]
 pub struct LlamaEngine {
@@ -92,6 +98,10 @@ pub struct LlamaEngine {
     /// How models use GPUs, decided at start.
     gpu: GpuPlan,
     counters: Arc<Counters>,
+    changes: Changes,
+    /// Memory estimates by (file, slots, context): the GGUF header is read
+    /// once per file, not per status.
+    estimates: Mutex<HashMap<EstimateKey, u64>>,
 }
 
 impl LlamaEngine {
@@ -114,19 +124,28 @@ impl LlamaEngine {
         } else {
             tracing::info!(mode = ?config.gpu.mode, gpus = gpus.len(), "running models on the CPU");
         }
-        let counters = Arc::new(Counters::default());
-        let mut models = HashMap::new();
-        for model_config in &config.models {
-            let runner = start_model(backend, model_config, config.threads(), &gpu, &counters)?;
-            models.insert(model_config.name.clone(), Arc::new(runner));
-        }
-        Ok(Self {
-            models: RwLock::new(models),
+        let engine = Self {
+            models: RwLock::new(HashMap::new()),
             loading: tokio::sync::Mutex::new(()),
             threads: config.threads(),
             gpu,
-            counters,
-        })
+            counters: Arc::new(Counters::default()),
+            changes: Changes::default(),
+            estimates: Mutex::default(),
+        };
+        for model_config in &config.models {
+            let memory_bytes = engine.estimate(model_config);
+            let runner = start_model(
+                backend,
+                model_config,
+                engine.threads,
+                &engine.gpu,
+                &engine.counters,
+                memory_bytes,
+            )?;
+            engine.insert(runner);
+        }
+        Ok(engine)
     }
 
     fn runner(&self, name: &str) -> Result<Arc<ModelRunner>, EngineError> {
@@ -135,7 +154,15 @@ impl LlamaEngine {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(name)
             .cloned()
-            .ok_or_else(|| EngineError::ModelNotFound(name.to_owned()))
+            .ok_or_else(|| EngineError::NotLoaded(name.to_owned()))
+    }
+
+    fn insert(&self, runner: ModelRunner) {
+        self.models
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(runner.config.name.clone(), Arc::new(runner));
+        self.changes.bump();
     }
 }
 
@@ -145,6 +172,7 @@ fn start_model(
     threads: u32,
     gpu: &GpuPlan,
     counters: &Arc<Counters>,
+    memory_bytes: u64,
 ) -> Result<ModelRunner, EngineError> {
     let started = Instant::now();
     let model = Arc::new(LoadedModel::load(backend, config, gpu)?);
@@ -209,6 +237,7 @@ fn start_model(
         loaded_at_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
+        memory_bytes,
         embedder: Mutex::new(None),
     })
 }
@@ -229,12 +258,10 @@ impl Engine for LlamaEngine {
                 request.model
             )));
         }
-        let permit =
-            SlotPermit::try_claim(&runner.busy, runner.settings.slots).ok_or_else(|| {
-                EngineError::Busy {
-                    model: request.model.clone(),
-                    slots: runner.settings.slots,
-                }
+        let permit = SlotPermit::try_claim(&runner.busy, runner.settings.slots, &self.changes)
+            .ok_or_else(|| EngineError::Busy {
+                model: request.model.clone(),
+                slots: runner.settings.slots,
             })?;
         let model = runner.model.clone();
         let tool_mode = request.tools.is_some();
@@ -328,17 +355,14 @@ impl Engine for LlamaEngine {
             return Ok(());
         }
         let backend = backend()?;
+        let memory_bytes = self.estimate(&config);
         let (threads, counters, gpu) = (self.threads, self.counters.clone(), self.gpu.clone());
-        let name = config.name.clone();
         let runner = tokio::task::spawn_blocking(move || {
-            start_model(backend, &config, threads, &gpu, &counters)
+            start_model(backend, &config, threads, &gpu, &counters, memory_bytes)
         })
         .await
         .map_err(|e| EngineError::Internal(format!("load task failed: {e}")))??;
-        self.models
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(name, Arc::new(runner));
+        self.insert(runner);
         Ok(())
     }
 
@@ -356,8 +380,27 @@ impl Engine for LlamaEngine {
             .remove(name);
         if removed.is_some() {
             tracing::info!(model = %name, "model unloaded");
+            self.changes.bump();
         }
         removed.is_some()
+    }
+
+    fn estimate(&self, config: &ModelConfig) -> u64 {
+        let key = (config.path.clone(), config.parallel, config.context_size);
+        let mut cache = self
+            .estimates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(bytes) = cache.get(&key) {
+            return *bytes;
+        }
+        let bytes = crate::footprint::estimate_file(config);
+        cache.insert(key, bytes);
+        bytes
+    }
+
+    fn changes(&self) -> &Changes {
+        &self.changes
     }
 
     fn status(&self) -> EngineStatus {
@@ -378,6 +421,7 @@ impl Engine for LlamaEngine {
                 parameters: r.model.parameters,
                 quantization: r.model.quantization.clone(),
                 loaded_at_unix: r.loaded_at_unix,
+                memory_bytes: r.memory_bytes,
             })
             .collect();
         models.sort_by(|a, b| a.name.cmp(&b.name));

@@ -1,0 +1,47 @@
+//! The replica with the smallest share of busy slots; ties go to more free
+//! slots, then to the lowest worker id.
+
+use super::{Candidate, RoutingPolicy};
+use crate::context::RequestContext;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LeastLoaded;
+
+impl RoutingPolicy for LeastLoaded {
+    fn name(&self) -> &'static str {
+        "least_loaded"
+    }
+
+    fn rank(&self, _ctx: &RequestContext, mut candidates: Vec<Candidate>) -> Vec<Candidate> {
+        sort_by_load(&mut candidates);
+        candidates
+    }
+}
+
+pub(super) fn sort_by_load(candidates: &mut [Candidate]) {
+    candidates.sort_by(|a, b| {
+        a.load_cmp(b)
+            .then(b.free.cmp(&a.free))
+            .then_with(|| a.worker.cmp(&b.worker))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::testing::{candidate, context, order};
+
+    #[test]
+    fn the_least_loaded_share_first() {
+        let ranked = LeastLoaded.rank(
+            &context(None),
+            vec![
+                candidate("a", 4, 3),
+                candidate("b", 8, 4),
+                candidate("c", 2, 0),
+                candidate("d", 4, 2),
+            ],
+        );
+        assert_eq!(order(&ranked), ["c", "b", "d", "a"]);
+    }
+}

@@ -1,0 +1,68 @@
+//! `LoadModel` and `UnloadModel`: the gateway places models; the worker
+//! loads what it is told (a configured model, a stored one, or one it
+//! pulls first) and reports how long it took.
+
+use std::time::Instant;
+
+use herd_proto::v1 as pb;
+use tonic::Status;
+
+use super::WorkerService;
+use crate::error::{CatalogError, EngineError};
+
+pub async fn load(
+    service: &WorkerService,
+    request: pb::LoadModelRequest,
+) -> Result<pb::LoadModelResponse, Status> {
+    if request.model.trim().is_empty() {
+        return Err(EngineError::param("model", "`model` is required").into());
+    }
+    let started = Instant::now();
+    let engine = service.engine.as_ref();
+    let mut pull_ms = 0;
+    let name = if let Some(config) = service.configured.iter().find(|c| c.name == request.model) {
+        engine.load(config.clone()).await?;
+        config.name.clone()
+    } else if let Some(catalog) = &service.catalog {
+        let loaded = catalog.load(engine, &request.model, request.pull).await?;
+        if loaded.pulled {
+            pull_ms = started.elapsed().as_millis() as u64;
+        }
+        loaded.name
+    } else {
+        return Err(CatalogError::from(EngineError::ModelNotFound(request.model)).into());
+    };
+    let load_ms = (started.elapsed().as_millis() as u64).saturating_sub(pull_ms);
+    tracing::info!(model = %name, pull_ms, load_ms, "model loaded on request");
+    let status = super::status::snapshot(service).await;
+    let model = status
+        .models
+        .iter()
+        .find(|m| m.name == name && m.loaded)
+        .cloned()
+        .ok_or_else(|| EngineError::NotLoaded(name.clone()))?;
+    Ok(pb::LoadModelResponse {
+        model: Some(model),
+        pull_ms,
+        load_ms,
+        revision: status.revision,
+    })
+}
+
+pub async fn unload(
+    service: &WorkerService,
+    request: pb::UnloadModelRequest,
+) -> Result<pb::UnloadModelResponse, Status> {
+    let engine = service.engine.as_ref();
+    let unloaded = match &service.catalog {
+        Some(catalog) => catalog.unload(engine, &request.model).await,
+        None => engine.unload(&request.model),
+    };
+    if unloaded {
+        tracing::info!(model = %request.model, "model unloaded on request");
+    }
+    Ok(pb::UnloadModelResponse {
+        unloaded,
+        revision: engine.changes().revision(),
+    })
+}
