@@ -10,6 +10,9 @@ use serde::Deserialize;
 /// Default request-body limit: 10 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
+/// Default time a new connection has to send its first request head.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Everything the gateway needs to start.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,6 +28,9 @@ pub struct GatewayConfig {
     pub status_interval_ms: u64,
     /// How long shutdown waits for requests in flight, in seconds.
     pub shutdown_grace_secs: u64,
+    /// How long a new connection has to send its first request head, in
+    /// seconds (slow clients get 408).
+    pub header_timeout_secs: u64,
     /// Workers to route to when no shared state store is used.
     pub workers: Vec<StaticWorker>,
     /// Where model names without a registry point, as on the workers:
@@ -50,6 +56,7 @@ impl Default for GatewayConfig {
             http2: false,
             status_interval_ms: 1000,
             shutdown_grace_secs: 10,
+            header_timeout_secs: DEFAULT_HEADER_TIMEOUT.as_secs(),
             workers: Vec::new(),
             default_registry: herd_store::reference::DOCKER_HUB.into(),
         }
@@ -109,6 +116,9 @@ impl GatewayConfig {
         if self.status_interval_ms < 50 {
             return Err(invalid("status_interval_ms", "must be at least 50"));
         }
+        if !(1..=3600).contains(&self.header_timeout_secs) {
+            return Err(invalid("header_timeout_secs", "must be 1 to 3600"));
+        }
         if let Err(e) = herd_store::reference::check_registry(&self.default_registry) {
             return Err(invalid("default_registry", &e.to_string()));
         }
@@ -135,6 +145,10 @@ impl GatewayConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +162,7 @@ mod tests {
         assert_eq!(config.listen.port(), 12434);
         assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(config.workers.len(), 1);
+        assert_eq!(config.header_timeout(), DEFAULT_HEADER_TIMEOUT);
     }
 
     #[test]
@@ -163,6 +178,13 @@ mod tests {
         let config: GatewayConfig = toml::from_str("default_registry = 'a b'").unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("default_registry"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_header_timeout_names_the_field() {
+        let config: GatewayConfig = toml::from_str("header_timeout_secs = 0").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("header_timeout_secs"), "{err}");
     }
 
     #[test]

@@ -63,7 +63,8 @@ impl Gateway {
             Arc::new(LeastBusy),
             self.config.default_registry.clone(),
         );
-        let app = HttpApp::new(dispatcher, self.config.max_body_bytes, self.config.http2);
+        let app = HttpApp::new(dispatcher, self.config.max_body_bytes, self.config.http2)
+            .with_head_timeout(self.config.header_timeout());
         let in_flight = app.in_flight();
 
         // pingora binds by address string unless the fd table already holds a

@@ -3,6 +3,7 @@
 //! OpenAI's error shape.
 
 mod body;
+mod connection;
 mod embed;
 mod generate;
 mod info;
@@ -12,21 +13,20 @@ mod store;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::StatusCode;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
 
 use self::body::BodyError;
+use self::connection::Head;
 use self::routes::Route;
 use crate::dispatch::Dispatcher;
 use crate::openai;
-
-/// Longest a single write (or draining an unread body) may block.
-const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Requests being served, so shutdown can wait for them.
 #[derive(Debug, Default)]
@@ -73,6 +73,7 @@ pub struct HttpApp {
     dispatcher: Dispatcher,
     max_body_bytes: usize,
     options: HttpServerOptions,
+    head_timeout: Duration,
     in_flight: Arc<InFlight>,
 }
 
@@ -84,8 +85,16 @@ impl HttpApp {
             dispatcher,
             max_body_bytes,
             options,
+            head_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
             in_flight: Arc::default(),
         }
+    }
+
+    /// How long a new connection has to send its first request head.
+    #[must_use]
+    pub fn with_head_timeout(mut self, timeout: Duration) -> Self {
+        self.head_timeout = timeout;
+        self
     }
 
     pub fn in_flight(&self) -> Arc<InFlight> {
@@ -169,22 +178,19 @@ impl HttpServerApp for HttpApp {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        match session.read_request().await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => return None,
+        match connection::read_head(&mut session, self.head_timeout).await {
+            Head::Request => {}
+            Head::Close => return None,
+            Head::Reject(err) => {
+                respond::reject(&mut session, &err).await;
+                return None;
+            }
         }
-        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-        // A client that stops reading must not hold a slot forever.
-        session.set_write_timeout(Some(WRITE_TIMEOUT));
-        session.set_total_drain_timeout(Some(WRITE_TIMEOUT));
+        connection::prepare(&mut session, *shutdown.borrow());
         if !self.handle(&mut session).await {
             return None;
         }
-        let settings = HttpPersistentSettings::for_session(&session);
-        match session.finish().await {
-            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
-            Ok(None) | Err(_) => None,
-        }
+        connection::reuse(session).await
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
