@@ -1,7 +1,7 @@
 //! HTTP/1.1 at the socket, against the production gateway on port 0 with no
-//! workers (these are about the connection, not about models): protocol
-//! errors answered instead of closed, the request-head deadline, keep-alive
-//! and absolute-form targets.
+//! workers (these are about the connection, not about models): pipelining,
+//! protocol errors answered instead of closed, the request-head deadline,
+//! keep-alive and absolute-form targets.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -178,6 +178,45 @@ async fn ask(addr: SocketAddr, request: &[u8]) -> Response {
 
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
+}
+
+#[tokio::test]
+async fn three_requests_pipelined_in_one_write_get_three_answers_in_order() {
+    let gw = gateway().await;
+    let mut client = Client::connect(gw.addr).await;
+    client
+        .send(&[get("/healthz"), get("/v1/models"), get("/healthz")].concat())
+        .await;
+    let first = client.response().await.unwrap();
+    let second = client.response().await.unwrap();
+    let third = client.response().await.unwrap();
+    assert_eq!(first.json()["status"], "ok");
+    assert_eq!(second.json()["object"], "list");
+    assert_eq!(third.json()["status"], "ok");
+    // The connection stays usable.
+    client.send(&get("/healthz")).await;
+    assert_eq!(client.response().await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn a_post_with_a_body_and_a_get_pipelined_in_one_write_are_both_answered() {
+    let gw = gateway().await;
+    let mut client = Client::connect(gw.addr).await;
+    client
+        .send(
+            &[
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{oops"
+                    .to_vec(),
+                get("/healthz"),
+            ]
+            .concat(),
+        )
+        .await;
+    let first = client.response().await.unwrap();
+    assert_eq!(first.status, 400);
+    assert_eq!(first.error_code(), "invalid_json");
+    let second = client.response().await.unwrap();
+    assert_eq!(second.json()["status"], "ok");
 }
 
 /// Each malformed request is answered (status, error code) and the

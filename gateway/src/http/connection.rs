@@ -1,10 +1,16 @@
 //! A connection between its requests: reading the next request head under a
-//! deadline, answering a malformed one instead of closing silently, and
-//! keep-alive.
+//! deadline, answering a malformed one instead of closing silently, HTTP/1.1
+//! pipelining and keep-alive.
 //!
 //! pingora parses the head and enforces its limits (a head of at most 1 MiB,
 //! 256 header fields, a target the `http` crate can hold — 64 KiB); what it
 //! refuses is answered here with the status RFC 9110 names for it.
+//!
+//! Pipelining (RFC 9112 §9.3.2): a client may send requests before the
+//! earlier ones are answered. They are served one at a time, answered in
+//! order; bytes of a next request that arrive while one is being served are
+//! kept for it (pingora's `set_pipelining_enabled`), not mistaken for a client
+//! that went away.
 
 use std::time::Duration;
 
@@ -52,6 +58,7 @@ pub enum Head {
 /// and [`KEEPALIVE_SECS`] on a reused one.
 pub async fn read_head(session: &mut ServerSession, head_timeout: Duration) -> Head {
     let reused = session.take_connection_user_context().is_some();
+    session.set_pipelining_enabled(true);
     let deadline = if reused {
         Duration::from_secs(KEEPALIVE_SECS)
     } else {

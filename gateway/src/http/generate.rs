@@ -257,7 +257,9 @@ fn new_id(endpoint: Endpoint) -> String {
 }
 
 /// Resolves when the client closes the connection (or resets its HTTP/2
-/// stream); pending otherwise.
+/// stream); pending otherwise. Bytes of a pipelined next request are not a
+/// departure: pingora keeps them for that request (pipelining is enabled on
+/// every HTTP/1.1 session, see `connection.rs`) and this stays pending.
 pub async fn client_gone(session: &mut ServerSession) {
     loop {
         match session.read_body_or_idle(true).await {
