@@ -1,14 +1,27 @@
-//! Connections on a real `herd serve`: HTTP/1.1 pipelining while a chat
-//! generates.
+//! Connections and shutdown on a real `herd serve`: the drain on a real
+//! SIGTERM (streams and plain requests finish, or past the grace period end
+//! with an error and `[DONE]`, and the exit status says which), and HTTP/1.1
+//! pipelining while a chat generates.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{Herd, chat, parse_sse};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+/// Waits (bounded) until `n` slots are generating.
+async fn wait_until_generating(herd: &Herd, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while herd.worker_status().await["slots_busy"] != n {
+        assert!(Instant::now() < deadline, "requests never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 
 /// A streaming chat that reports usage.
 fn streaming(content: &str, max_tokens: u32) -> Value {
@@ -16,6 +29,125 @@ fn streaming(content: &str, max_tokens: u32) -> Value {
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
     body
+}
+
+/// What a client got: the status and the body (SSE payloads for a stream,
+/// one JSON otherwise).
+#[derive(Debug)]
+enum Answer {
+    Stream(Vec<String>),
+    Json(u16, Value),
+}
+
+/// Starts `body` on `herd` in the background.
+fn send(herd: &Herd, body: Value) -> tokio::task::JoinHandle<Answer> {
+    let http = herd.http.clone();
+    let url = format!("{}/v1/chat/completions", herd.url);
+    tokio::spawn(async move {
+        let resp = http.post(url).json(&body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        if body["stream"] == true {
+            assert_eq!(status, 200);
+            Answer::Stream(parse_sse(&resp.text().await.unwrap()))
+        } else {
+            Answer::Json(status, resp.json().await.unwrap())
+        }
+    })
+}
+
+/// Polls until connecting to `url` is refused (bounded).
+async fn wait_refused(url: &str) {
+    let addr = url.trim_start_matches("http://").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(&addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_every_stream_and_request_in_flight_finish_then_exits_0() {
+    let herd = Herd::start(4).await;
+    let max_tokens = 60;
+    let requests: Vec<_> = (0..4)
+        .map(|i| {
+            let content = format!("Tell me about the sea, part {i}.");
+            if i < 3 {
+                send(&herd, streaming(&content, max_tokens))
+            } else {
+                send(&herd, chat(&content, max_tokens))
+            }
+        })
+        .collect();
+    wait_until_generating(&herd, 4).await;
+    let url = herd.url.clone();
+    herd.send_signal("TERM");
+    wait_refused(&url).await;
+    for request in requests {
+        match request.await.unwrap() {
+            Answer::Stream(events) => {
+                assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+                let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+                assert_eq!(
+                    usage["usage"]["completion_tokens"], max_tokens,
+                    "the stream was not finished: {usage}"
+                );
+            }
+            Answer::Json(status, body) => {
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(body["usage"]["completion_tokens"], max_tokens, "{body}");
+            }
+        }
+    }
+    let status = herd.wait().await;
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[tokio::test]
+async fn past_the_grace_period_requests_end_with_an_error_and_the_exit_status_says_so() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "listen = \"127.0.0.1:0\"\nshutdown_grace_secs = 1\n",
+    )
+    .unwrap();
+    let herd = Herd::start_with(&[
+        "--parallel",
+        "3",
+        "--gateway-config",
+        config.path().to_str().unwrap(),
+    ])
+    .await;
+    // 2000 tokens at temperature 0 (the model does not stop earlier on this
+    // prompt): far longer than the 1 s grace period.
+    let requests = [
+        send(&herd, streaming("Tell me about the sea.", 2000)),
+        send(&herd, streaming("Tell me about the sea!", 2000)),
+        send(&herd, chat("Tell me about the sea.", 2000)),
+    ];
+    wait_until_generating(&herd, 3).await;
+    herd.send_signal("TERM");
+    for request in requests {
+        match request.await.unwrap() {
+            Answer::Stream(events) => {
+                let n = events.len();
+                assert_eq!(events[n - 1], "[DONE]", "{events:?}");
+                let error: Value = serde_json::from_str(&events[n - 2]).unwrap();
+                assert_eq!(error["error"]["code"], "shutting_down", "{error}");
+                assert!(error["error"]["message"].is_string(), "{error}");
+            }
+            Answer::Json(status, body) => {
+                common::assert_error(status, &body, 503);
+                assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+            }
+        }
+    }
+    let status = herd.wait().await;
+    assert_eq!(
+        status.code(),
+        Some(herd_signals::DRAIN_CUT_EXIT_STATUS),
+        "{status}"
+    );
 }
 
 /// Reads one response's status line and headers.

@@ -26,7 +26,8 @@ pub struct GatewayConfig {
     pub http2: bool,
     /// How often worker status is refreshed, in milliseconds.
     pub status_interval_ms: u64,
-    /// How long shutdown waits for requests in flight, in seconds.
+    /// How long shutdown waits for requests in flight, in seconds; those
+    /// still running then are ended with an error.
     pub shutdown_grace_secs: u64,
     /// How long a new connection has to send its first request head, in
     /// seconds (slow clients get 408).

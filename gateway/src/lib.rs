@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod config;
 pub mod dispatch;
+pub mod drain;
 pub mod error;
 pub mod http;
 pub mod openai;

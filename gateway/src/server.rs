@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::GatewayConfig;
 use crate::dispatch::Dispatcher;
+use crate::drain::DrainReport;
 use crate::http::HttpApp;
 use crate::routing::LeastBusy;
 use crate::state::StateStore;
@@ -49,9 +50,10 @@ impl Gateway {
         self.registry.clone()
     }
 
-    /// Serves until `shutdown` turns true, then stops accepting and waits up
-    /// to the grace period for requests in flight.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+    /// Serves until `shutdown` turns true, then drains: stops accepting at
+    /// once, lets the requests in flight finish within the grace period and
+    /// cuts those still running after it (see [`crate::drain`]).
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> DrainReport {
         self.registry.refresh().await;
         let refresher = tokio::spawn(
             self.registry
@@ -65,7 +67,7 @@ impl Gateway {
         );
         let app = HttpApp::new(dispatcher, self.config.max_body_bytes, self.config.http2)
             .with_head_timeout(self.config.header_timeout());
-        let in_flight = app.in_flight();
+        let drain = app.drain();
 
         // pingora binds by address string unless the fd table already holds a
         // socket for it: hand it ours.
@@ -76,19 +78,13 @@ impl Gateway {
         let mut service = Service::new("herd-gateway".to_owned(), app);
         service.add_tcp(&key);
         tracing::info!(addr = %self.local_addr, "gateway listening");
+        // Returns when the signal stops the accept loop; the listening
+        // socket is closed then, so new connections are refused.
         service.start_service(Some(fds), shutdown, 1).await;
 
-        let grace = self.config.shutdown_grace();
-        if tokio::time::timeout(grace, in_flight.wait_idle())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                in_flight = in_flight.count(),
-                "shutdown grace period over; dropping requests in flight"
-            );
-        }
+        let report = drain.finish(self.config.shutdown_grace()).await;
         refresher.abort();
-        tracing::info!("gateway stopped");
+        tracing::info!(cut = report.cut, "gateway stopped");
+        report
     }
 }

@@ -1,7 +1,7 @@
 //! HTTP/1.1 at the socket, against the production gateway on port 0 with no
 //! workers (these are about the connection, not about models): pipelining,
 //! protocol errors answered instead of closed, the request-head deadline,
-//! keep-alive and absolute-form targets.
+//! absolute-form targets, and the drain at shutdown.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use herd_gateway::drain::DrainReport;
 use herd_gateway::state::MemoryStateStore;
 use herd_gateway::{Gateway, GatewayConfig};
 use serde_json::Value;
@@ -23,8 +24,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 struct TestGateway {
     addr: SocketAddr,
-    _stop: watch::Sender<bool>,
-    _run: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    run: JoinHandle<DrainReport>,
 }
 
 async fn start(mut config: GatewayConfig) -> TestGateway {
@@ -33,11 +34,7 @@ async fn start(mut config: GatewayConfig) -> TestGateway {
     let addr = gateway.local_addr();
     let (stop, shutdown) = watch::channel(false);
     let run = tokio::spawn(gateway.run(shutdown));
-    TestGateway {
-        addr,
-        _stop: stop,
-        _run: run,
-    }
+    TestGateway { addr, stop, run }
 }
 
 async fn gateway() -> TestGateway {
@@ -408,4 +405,77 @@ async fn a_head_trickled_past_the_deadline_gets_408() {
     assert_eq!(response.status, 408);
     assert_eq!(response.error_code(), "request_timeout");
     assert!(sent < head.len(), "the head was never completed");
+}
+
+/// Connects until the listener refuses (bounded); panics if it never does.
+async fn wait_refused(addr: SocketAddr) {
+    let started = Instant::now();
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(started.elapsed() < WAIT, "still accepting after the signal");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Starts a request the server reads the head of but whose body is not
+/// complete: it stays in flight until the client sends the rest.
+async fn request_in_flight(addr: SocketAddr) -> Client {
+    let mut client = Client::connect(addr).await;
+    client
+        .send(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await;
+    // `100 Continue` says the server has read the head and waits for the body.
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, client.reader.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line:?}");
+    let mut blank = String::new();
+    client.reader.read_line(&mut blank).await.unwrap();
+    client.send(b"{o").await;
+    client
+}
+
+#[tokio::test]
+async fn shutdown_refuses_new_connections_closes_idle_ones_and_answers_those_in_flight() {
+    let gw = gateway().await;
+    // An idle keep-alive connection.
+    let mut idle = Client::connect(gw.addr).await;
+    idle.send(&get("/healthz")).await;
+    assert_eq!(idle.response().await.unwrap().status, 200);
+    let mut busy = request_in_flight(gw.addr).await;
+
+    gw.stop.send(true).unwrap();
+    wait_refused(gw.addr).await;
+    assert!(idle.closed().await, "an idle connection stays open");
+    assert!(
+        !gw.run.is_finished(),
+        "the request in flight was not waited for"
+    );
+
+    // The request in flight completes and is answered, then the
+    // connection closes.
+    busy.send(b"ps}").await;
+    let response = busy.response().await.unwrap();
+    assert_eq!(response.status, 400);
+    assert_eq!(response.error_code(), "invalid_json");
+    assert!(busy.closed().await);
+    let report = tokio::time::timeout(WAIT, gw.run).await.unwrap().unwrap();
+    assert_eq!(report, DrainReport { cut: 0 });
+}
+
+#[tokio::test]
+async fn requests_still_running_after_the_grace_period_are_cut_and_counted() {
+    let gw = start(GatewayConfig {
+        shutdown_grace_secs: 1,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let _stuck = request_in_flight(gw.addr).await;
+    gw.stop.send(true).unwrap();
+    let report = tokio::time::timeout(WAIT, gw.run).await.unwrap().unwrap();
+    assert_eq!(report, DrainReport { cut: 1 });
+    assert!(!report.complete());
 }

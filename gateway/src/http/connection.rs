@@ -1,6 +1,6 @@
 //! A connection between its requests: reading the next request head under a
 //! deadline, answering a malformed one instead of closing silently, HTTP/1.1
-//! pipelining and keep-alive.
+//! pipelining, keep-alive and shutdown.
 //!
 //! pingora parses the head and enforces its limits (a head of at most 1 MiB,
 //! 256 header fields, a target the `http` crate can hold — 64 KiB); what it
@@ -17,6 +17,7 @@ use std::time::Duration;
 use http::StatusCode;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType};
 
 use crate::error::ApiError;
@@ -46,8 +47,8 @@ const INVALID_TRAILER_END: ErrorType = ErrorType::new("InvalidTrailerEnd");
 pub enum Head {
     /// A request to serve.
     Request,
-    /// The client closed the connection or it stayed idle too long: close
-    /// without an answer.
+    /// The client closed the connection, it stayed idle too long, or the
+    /// gateway is stopping: close without an answer.
     Close,
     /// A head that cannot be served: answer this, then close.
     Reject(ApiError),
@@ -55,8 +56,13 @@ pub enum Head {
 
 /// Reads the next request head on `session`, within `head_timeout` on a new
 /// connection (against clients that trickle a head byte by byte: slowloris)
-/// and [`KEEPALIVE_SECS`] on a reused one.
-pub async fn read_head(session: &mut ServerSession, head_timeout: Duration) -> Head {
+/// and [`KEEPALIVE_SECS`] on a reused one. An idle connection is closed as
+/// soon as the gateway starts shutting down.
+pub async fn read_head(
+    session: &mut ServerSession,
+    shutdown: &ShutdownWatch,
+    head_timeout: Duration,
+) -> Head {
     let reused = session.take_connection_user_context().is_some();
     session.set_pipelining_enabled(true);
     let deadline = if reused {
@@ -64,7 +70,14 @@ pub async fn read_head(session: &mut ServerSession, head_timeout: Duration) -> H
     } else {
         head_timeout
     };
-    match tokio::time::timeout(deadline, session.read_request()).await {
+    let mut stopping = shutdown.clone();
+    let read = tokio::select! {
+        // A head that is already buffered (pipelined) is read first.
+        biased;
+        read = tokio::time::timeout(deadline, session.read_request()) => read,
+        _ = stopping.wait_for(|stop| *stop) => return Head::Close,
+    };
+    match read {
         Ok(Ok(true)) => match missing_host(session) {
             Some(err) => Head::Reject(err),
             None => Head::Request,

@@ -3,19 +3,27 @@
 use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 
-use super::generate::client_gone;
+use super::generate::{Interrupt, interrupted};
 use super::respond;
 use crate::dispatch::Dispatcher;
+use crate::drain::Drain;
+use crate::error::ApiError;
 use crate::openai::embeddings::{EmbeddingsRequest, response};
 
 pub async fn serve(
     dispatcher: &Dispatcher,
     session: &mut ServerSession,
     request: EmbeddingsRequest,
+    drain: &Drain,
 ) -> bool {
     let result = tokio::select! {
         result = dispatcher.embed(request.embed) => result,
-        () = client_gone(session) => return false,
+        interrupt = interrupted(session, drain) => {
+            if interrupt == Interrupt::Cut {
+                respond::error(session, &ApiError::ShuttingDown).await;
+            }
+            return false;
+        }
     };
     match result {
         Ok(embeddings) => {

@@ -12,7 +12,6 @@ pub mod routes;
 mod store;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,52 +19,14 @@ use http::StatusCode;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
-use tokio::sync::Notify;
 
 use self::body::BodyError;
 use self::connection::Head;
 use self::routes::Route;
 use crate::dispatch::Dispatcher;
+use crate::drain::Drain;
+use crate::error::ApiError;
 use crate::openai;
-
-/// Requests being served, so shutdown can wait for them.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    count: AtomicUsize,
-    idle: Notify,
-}
-
-impl InFlight {
-    fn enter(self: &Arc<Self>) -> InFlightGuard {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard(self.clone())
-    }
-
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-
-    /// Resolves once no request is in flight.
-    pub async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.count() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-struct InFlightGuard(Arc<InFlight>);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
 
 /// The gateway's HTTP application.
 #[derive(Debug)]
@@ -74,7 +35,7 @@ pub struct HttpApp {
     max_body_bytes: usize,
     options: HttpServerOptions,
     head_timeout: Duration,
-    in_flight: Arc<InFlight>,
+    drain: Arc<Drain>,
 }
 
 impl HttpApp {
@@ -86,7 +47,7 @@ impl HttpApp {
             max_body_bytes,
             options,
             head_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
-            in_flight: Arc::default(),
+            drain: Arc::default(),
         }
     }
 
@@ -97,13 +58,14 @@ impl HttpApp {
         self
     }
 
-    pub fn in_flight(&self) -> Arc<InFlight> {
-        self.in_flight.clone()
+    /// The requests in flight, for shutdown to wait on (and to cut).
+    pub fn drain(&self) -> Arc<Drain> {
+        self.drain.clone()
     }
 
     /// Serves one request; returns whether the connection may be reused.
     async fn handle(&self, session: &mut ServerSession) -> bool {
-        let _guard = self.in_flight.enter();
+        let _guard = self.drain.enter();
         let header = session.req_header();
         let route = match routes::route(&header.method, header.uri.path()) {
             Ok(route) => route,
@@ -155,7 +117,9 @@ impl HttpApp {
                 let parsed = match route {
                     Route::Embeddings => {
                         return match openai::embeddings::parse_embeddings(&body) {
-                            Ok(request) => embed::serve(&self.dispatcher, session, request).await,
+                            Ok(request) => {
+                                embed::serve(&self.dispatcher, session, request, &self.drain).await
+                            }
                             Err(err) => respond::error(session, &err).await,
                         };
                     }
@@ -163,7 +127,9 @@ impl HttpApp {
                     _ => openai::parse_completion(&body),
                 };
                 match parsed {
-                    Ok(request) => generate::serve(&self.dispatcher, session, request).await,
+                    Ok(request) => {
+                        generate::serve(&self.dispatcher, session, request, &self.drain).await
+                    }
                     Err(err) => respond::error(session, &err).await,
                 }
             }
@@ -178,7 +144,7 @@ impl HttpServerApp for HttpApp {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        match connection::read_head(&mut session, self.head_timeout).await {
+        match connection::read_head(&mut session, shutdown, self.head_timeout).await {
             Head::Request => {}
             Head::Close => return None,
             Head::Reject(err) => {
@@ -186,7 +152,13 @@ impl HttpServerApp for HttpApp {
                 return None;
             }
         }
-        connection::prepare(&mut session, *shutdown.borrow());
+        let stopping = *shutdown.borrow();
+        connection::prepare(&mut session, stopping);
+        if stopping {
+            // Read after the signal: not admitted.
+            respond::reject(&mut session, &ApiError::ShuttingDown).await;
+            return None;
+        }
         if !self.handle(&mut session).await {
             return None;
         }
