@@ -43,8 +43,14 @@ fn main() {
         .map_err(anyhow::Error::from)
         .and_then(|runtime| {
             let result = match cli.command {
-                Command::Serve(args) => runtime.block_on(serve::run(args)),
-                Command::Package(args) => runtime.block_on(package::run(args)),
+                Command::Serve(args) => runtime.block_on(serve::run(args)).map(|drained| {
+                    if drained.complete() {
+                        0
+                    } else {
+                        herd_signals::DRAIN_CUT_EXIT_STATUS
+                    }
+                }),
+                Command::Package(args) => runtime.block_on(package::run(args)).map(|()| 0),
             };
             // Do not wait on blocking work still running (a model load that
             // began just before the shutdown): the process is ending.
@@ -52,7 +58,7 @@ fn main() {
             result
         });
     let status = match result {
-        Ok(()) => 0,
+        Ok(status) => status,
         Err(error) => {
             eprintln!("Error: {error:?}");
             1

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use herd_gateway::drain::DrainReport;
 use herd_gateway::state::{MemoryStateStore, StateStore, WorkerRecord};
 use herd_gateway::{Gateway, GatewayConfig};
 use herd_worker::config::StoreSettings;
@@ -90,7 +91,9 @@ impl StoreArgs {
     }
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// Serves until a signal, then drains; reports whether requests had to be
+/// cut.
+pub async fn run(args: ServeArgs) -> anyhow::Result<DrainReport> {
     // Every setting is checked, and the port tried, before anything is
     // pulled or loaded.
     let mut worker_config = worker_config(&args);
@@ -164,7 +167,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::io::stdout().flush().ok();
 
     // The gateway drains its requests first; then the worker stops.
-    gateway.run(shutdown).await;
+    let report = gateway.run(shutdown).await;
     let _ = stop_worker.send(true);
     // Generations the gateway gave up on are cancelled as their streams
     // close; do not wait on stragglers for long.
@@ -172,7 +175,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Ok(joined) => joined?.context("worker gRPC server failed")?,
         Err(_) => tracing::warn!("worker did not stop in time; exiting anyway"),
     }
-    Ok(())
+    Ok(report)
 }
 
 /// The worker's settings from the flags (no models yet).

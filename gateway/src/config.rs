@@ -14,6 +14,9 @@ use crate::scheduler::{DEFAULT_KEEP_ALIVE, KeepAlive};
 /// Default request-body limit: 10 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
+/// Default time a new connection has to send its first request head.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Everything the gateway needs to start.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,8 +28,12 @@ pub struct GatewayConfig {
     /// Offer HTTP/2 over cleartext (h2c) besides HTTP/1.1. Off by default:
     /// pingora's h2c preface probe waits on every new connection.
     pub http2: bool,
-    /// How long shutdown waits for requests in flight, in seconds.
+    /// How long shutdown waits for requests in flight, in seconds; those
+    /// still running then are ended with an error.
     pub shutdown_grace_secs: u64,
+    /// How long a new connection has to send its first request head, in
+    /// seconds (slow clients get 408).
+    pub header_timeout_secs: u64,
     /// Workers to route to when no shared state store is used.
     pub workers: Vec<StaticWorker>,
     /// Where model names without a registry point, as on the workers:
@@ -122,6 +129,7 @@ impl Default for GatewayConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             http2: false,
             shutdown_grace_secs: 10,
+            header_timeout_secs: DEFAULT_HEADER_TIMEOUT.as_secs(),
             workers: Vec::new(),
             default_registry: herd_store::reference::DOCKER_HUB.into(),
             scheduler: SchedulerConfig::default(),
@@ -210,6 +218,9 @@ impl GatewayConfig {
                 ));
             }
         }
+        if !(1..=3600).contains(&self.header_timeout_secs) {
+            return Err(invalid("header_timeout_secs", "must be 1 to 3600"));
+        }
         if let Err(e) = herd_store::reference::check_registry(&self.default_registry) {
             return Err(invalid("default_registry", &e.to_string()));
         }
@@ -232,6 +243,10 @@ impl GatewayConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +260,7 @@ mod tests {
         assert_eq!(config.listen.port(), 12434);
         assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(config.workers.len(), 1);
+        assert_eq!(config.header_timeout(), DEFAULT_HEADER_TIMEOUT);
         assert_eq!(config.scheduler, SchedulerConfig::default());
         assert_eq!(
             config.models["ai/smollm2"].keep_alive,
@@ -280,6 +296,13 @@ mod tests {
         let config: GatewayConfig = toml::from_str("default_registry = 'a b'").unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("default_registry"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_header_timeout_names_the_field() {
+        let config: GatewayConfig = toml::from_str("header_timeout_secs = 0").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("header_timeout_secs"), "{err}");
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub enum ApiError {
     Upstream(String),
     #[error("The gateway is shutting down")]
     ShuttingDown,
+    /// Not valid HTTP: a malformed head or body, a head over the limits, or
+    /// one that arrived too slowly.
+    #[error("Bad HTTP request: {reason}")]
+    BadHttp { status: StatusCode, reason: String },
     /// A worker refused or failed the request with a reason it names
     /// (model-store operations, engine checks).
     #[error("{message}")]
@@ -134,7 +138,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoCapacity(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Worker { status, .. } => *status,
+            Self::Worker { status, .. } | Self::BadHttp { status, .. } => *status,
         }
     }
 
@@ -180,6 +184,12 @@ impl ApiError {
             Self::NoCapacity(_) => Some("no_capacity"),
             Self::Upstream(_) => Some("upstream_error"),
             Self::ShuttingDown => Some("shutting_down"),
+            Self::BadHttp { status, .. } => Some(match *status {
+                StatusCode::REQUEST_TIMEOUT => "request_timeout",
+                StatusCode::URI_TOO_LONG => "uri_too_long",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "header_too_large",
+                _ => "invalid_http",
+            }),
         }
     }
 

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod context;
 pub mod dispatch;
+pub mod drain;
 pub mod error;
 pub mod http;
 pub mod openai;

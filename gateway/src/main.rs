@@ -54,6 +54,9 @@ async fn main() -> anyhow::Result<()> {
         herd_signals::shutdown().await;
         let _ = stop.send(true);
     });
-    gateway.run(shutdown).await;
+    let report = gateway.run(shutdown).await;
+    if !report.complete() {
+        herd_signals::exit_now(herd_signals::DRAIN_CUT_EXIT_STATUS);
+    }
     Ok(())
 }

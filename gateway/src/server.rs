@@ -13,14 +13,11 @@ use tokio::sync::watch;
 
 use crate::config::GatewayConfig;
 use crate::dispatch::Dispatcher;
+use crate::drain::DrainReport;
 use crate::http::HttpApp;
 use crate::scheduler::Scheduler;
 use crate::state::StateStore;
 use crate::workers::Registry;
-
-/// How long the answers to queued requests turned away at the end of a
-/// drain may take to be written.
-const REJECT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A bound, not yet serving gateway.
 #[derive(Debug)]
@@ -53,10 +50,11 @@ impl Gateway {
         self.registry.clone()
     }
 
-    /// Serves until `shutdown` turns true, then stops accepting, lets the
-    /// requests in flight and queued finish for up to the grace period,
-    /// and turns the ones still queued away with 503.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+    /// Serves until `shutdown` turns true, then drains: stops accepting at
+    /// once (and queues nothing new), lets the requests in flight and
+    /// queued finish within the grace period, and cuts those still there
+    /// after it (see [`crate::drain`]).
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> DrainReport {
         let scheduler = Scheduler::new(&self.config, self.registry.clone());
         let follower = self
             .registry
@@ -69,8 +67,9 @@ impl Gateway {
             self.config.scheduler.worker_header,
             self.config.scheduler.prefix_key_bytes,
         );
-        let app = HttpApp::new(dispatcher, self.config.max_body_bytes, self.config.http2);
-        let in_flight = app.in_flight();
+        let app = HttpApp::new(dispatcher, self.config.max_body_bytes, self.config.http2)
+            .with_head_timeout(self.config.header_timeout());
+        let drain = app.drain();
 
         // pingora binds by address string unless the fd table already holds a
         // socket for it: hand it ours.
@@ -81,26 +80,16 @@ impl Gateway {
         let mut service = Service::new("herd-gateway".to_owned(), app);
         service.add_tcp(&key);
         tracing::info!(addr = %self.local_addr, policy = ?self.config.scheduler.policy, "gateway listening");
+        // Returns when the signal stops the accept loop; the listening
+        // socket is closed then, so new connections are refused.
         service.start_service(Some(fds), shutdown, 1).await;
 
-        // Draining: nothing new is queued; what is queued keeps its place.
+        // Nothing new is queued; what is queued keeps its place.
         scheduler.shut_down();
-        let grace = self.config.shutdown_grace();
-        if tokio::time::timeout(grace, in_flight.wait_idle())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                in_flight = in_flight.count(),
-                "shutdown grace period over; turning queued requests away, dropping the rest"
-            );
-            // Queued requests are answered 503 with Retry-After; give their
-            // answers a moment to be written.
-            scheduler.reject_all();
-            let _ = tokio::time::timeout(REJECT_GRACE, in_flight.wait_idle()).await;
-        }
+        let report = drain.finish(self.config.shutdown_grace()).await;
         follower.abort();
         scheduling.abort();
-        tracing::info!("gateway stopped");
+        tracing::info!(cut = report.cut, "gateway stopped");
+        report
     }
 }

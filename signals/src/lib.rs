@@ -7,6 +7,11 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 /// Exit status after a second signal (128 + SIGINT, as shells report it).
 pub const FORCED_EXIT_STATUS: i32 = 130;
 
+/// Exit status after a drain that had to cut requests still running when
+/// its grace period ran out (`EX_TEMPFAIL`: they may be retried). A drain
+/// that let every request finish exits with 0.
+pub const DRAIN_CUT_EXIT_STATUS: i32 = 75;
+
 /// Resolves on the first SIGINT or SIGTERM; from then on, another one ends
 /// the process with [`FORCED_EXIT_STATUS`].
 pub async fn shutdown() {

@@ -15,7 +15,8 @@ pub enum BodyError {
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (first by
-/// `Content-Length`, then by what actually arrives).
+/// `Content-Length`, then by what actually arrives) and a malformed one
+/// (a bad chunk size, say).
 pub async fn read_limited(session: &mut ServerSession, limit: usize) -> Result<Bytes, BodyError> {
     let too_large = || BodyError::Reject(ApiError::BodyTooLarge { limit });
     let declared = session
@@ -42,7 +43,12 @@ pub async fn read_limited(session: &mut ServerSession, limit: usize) -> Result<B
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body.freeze()),
-            Err(_) => return Err(BodyError::Gone),
+            Err(e) => {
+                return Err(match super::connection::body_error(&e) {
+                    Some(err) => BodyError::Reject(err),
+                    None => BodyError::Gone,
+                });
+            }
         }
     }
 }

@@ -6,16 +6,19 @@ use std::sync::Arc;
 use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 
-use super::generate::client_gone;
+use super::generate::{Interrupt, interrupted};
 use super::respond;
 use crate::context::RequestContext;
 use crate::dispatch::Dispatcher;
+use crate::drain::Drain;
+use crate::error::ApiError;
 use crate::openai::embeddings::{EmbeddingsRequest, response};
 
 pub async fn serve(
     dispatcher: &Dispatcher,
     session: &mut ServerSession,
     request: EmbeddingsRequest,
+    drain: &Drain,
 ) -> bool {
     let id = format!("embd-{}", uuid::Uuid::new_v4().simple());
     let ctx = match RequestContext::from_headers(
@@ -32,7 +35,13 @@ pub async fn serve(
     };
     let result = tokio::select! {
         result = dispatcher.embed(&ctx, request.embed) => result,
-        () = client_gone(session) => return false,
+        interrupt = interrupted(session, drain) => {
+            if interrupt == Interrupt::Cut {
+                let err = ApiError::ShuttingDown.with_retry_after(std::time::Duration::from_secs(1));
+                respond::error(session, &err).await;
+            }
+            return false;
+        }
     };
     match result {
         Ok((embeddings, lease)) => {

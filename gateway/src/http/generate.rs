@@ -1,7 +1,8 @@
 //! `/v1/chat/completions` and `/v1/completions` after parsing: dispatch to a
 //! worker, then either collect the whole answer or stream it as SSE chunks.
 //! A client that goes away at any point drops the gRPC stream, which stops
-//! the generation on the worker.
+//! the generation on the worker; so does the end of the shutdown grace
+//! period, after telling the client (see [`crate::drain`]).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +17,7 @@ use pingora::protocols::http::ServerSession;
 use super::respond;
 use crate::context::{RequestContext, prefix_key_of};
 use crate::dispatch::{Dispatcher, Generation};
+use crate::drain::Drain;
 use crate::error::ApiError;
 use crate::openai::response::{self, ChunkKind, ResponseMeta, Usage};
 use crate::openai::{Endpoint, GenerationRequest, sse};
@@ -26,6 +28,7 @@ pub async fn serve(
     dispatcher: &Dispatcher,
     session: &mut ServerSession,
     request: GenerationRequest,
+    drain: &Drain,
 ) -> bool {
     let meta = ResponseMeta {
         id: new_id(request.endpoint),
@@ -52,8 +55,12 @@ pub async fn serve(
     };
     let dispatched = tokio::select! {
         dispatched = dispatcher.generate(&ctx, generate) => dispatched,
-        () = client_gone(session) => {
-            tracing::debug!(request_id = %meta.id, "client left while queued");
+        interrupt = interrupted(session, drain) => {
+            tracing::debug!(request_id = %meta.id, ?interrupt, "interrupted while queued");
+            if interrupt == Interrupt::Cut {
+                let err = ApiError::ShuttingDown.with_retry_after(std::time::Duration::from_secs(1));
+                respond::error(session, &err).await;
+            }
             return false;
         }
     };
@@ -74,9 +81,17 @@ pub async fn serve(
         "dispatched"
     );
     if request.stream {
-        stream(session, &meta, generation, request.include_usage, &headers).await
+        stream(
+            session,
+            &meta,
+            generation,
+            request.include_usage,
+            &headers,
+            drain,
+        )
+        .await
     } else {
-        collect(session, &meta, generation, &headers).await
+        collect(session, &meta, generation, &headers, drain).await
     }
 }
 
@@ -103,17 +118,24 @@ enum Next {
     Finished(pb::GenerateFinished),
     Failed(ApiError),
     ClientGone,
+    /// The shutdown grace period is over.
+    Cut,
 }
 
-/// Waits for the worker's next event, unless the client leaves first.
+/// Waits for the worker's next event, unless the client leaves (or the
+/// shutdown grace period ends) first.
 async fn next_event(
     session: &mut ServerSession,
     generation: &mut Generation,
     meta: &ResponseMeta,
+    drain: &Drain,
 ) -> Next {
     let message = tokio::select! {
         message = generation.events.message() => message,
-        () = client_gone(session) => return Next::ClientGone,
+        interrupt = interrupted(session, drain) => return match interrupt {
+            Interrupt::ClientGone => Next::ClientGone,
+            Interrupt::Cut => Next::Cut,
+        },
     };
     match message {
         Ok(Some(pb::GenerateEvent {
@@ -138,11 +160,16 @@ async fn collect(
     meta: &ResponseMeta,
     mut generation: Generation,
     headers: &respond::Extra,
+    drain: &Drain,
 ) -> bool {
     let mut text = String::new();
     let finished = loop {
-        match next_event(session, &mut generation, meta).await {
+        match next_event(session, &mut generation, meta, drain).await {
             Next::ClientGone => return false,
+            Next::Cut => {
+                respond::error(session, &ApiError::ShuttingDown).await;
+                return false;
+            }
             Next::Finished(finished) => break finished,
             Next::Text(delta) => text.push_str(&delta),
             Next::Failed(err) => return respond::error_with(session, &err, headers).await,
@@ -180,6 +207,7 @@ async fn stream(
     mut generation: Generation,
     include_usage: bool,
     headers: &respond::Extra,
+    drain: &Drain,
 ) -> bool {
     if !respond::start_events(session, headers).await {
         return false;
@@ -194,9 +222,9 @@ async fn stream(
     }
     loop {
         let next = if out.is_empty() {
-            next_event(session, &mut generation, meta).await
+            next_event(session, &mut generation, meta, drain).await
         } else {
-            match next_event(session, &mut generation, meta).now_or_never() {
+            match next_event(session, &mut generation, meta, drain).now_or_never() {
                 Some(next) => next,
                 None => {
                     if session
@@ -212,6 +240,17 @@ async fn stream(
         };
         match next {
             Next::ClientGone => return false,
+            Next::Cut => {
+                // Headers are out: say why in-band, and end the stream
+                // properly so the client is not left with a broken one.
+                tracing::warn!(request_id = %meta.id, "stream cut at the end of the shutdown grace period");
+                out.put(sse::event(
+                    &serde_json::to_vec(&ApiError::ShuttingDown.body()).unwrap_or_default(),
+                ));
+                out.put_slice(sse::DONE);
+                let _ = session.write_response_body(out.freeze(), true).await;
+                return false;
+            }
             Next::Text(delta) => {
                 if !delta.is_empty() {
                     out.put(sse::event(&response::chunk(
@@ -283,8 +322,32 @@ fn new_id(endpoint: Endpoint) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Why a request must stop before its answer is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    ClientGone,
+    /// The shutdown grace period is over.
+    Cut,
+}
+
+/// Resolves when the client leaves or the shutdown grace period ends;
+/// pending otherwise.
+pub async fn interrupted(session: &mut ServerSession, drain: &Drain) -> Interrupt {
+    let interrupt = tokio::select! {
+        () = client_gone(session) => Interrupt::ClientGone,
+        () = drain.cut() => Interrupt::Cut,
+    };
+    if interrupt == Interrupt::Cut {
+        // The answer is not complete: the connection cannot be reused.
+        session.set_keepalive(None);
+    }
+    interrupt
+}
+
 /// Resolves when the client closes the connection (or resets its HTTP/2
-/// stream); pending otherwise.
+/// stream); pending otherwise. Bytes of a pipelined next request are not a
+/// departure: pingora keeps them for that request (pipelining is enabled on
+/// every HTTP/1.1 session, see `connection.rs`) and this stays pending.
 pub async fn client_gone(session: &mut ServerSession) {
     loop {
         match session.read_body_or_idle(true).await {

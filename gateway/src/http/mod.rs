@@ -3,6 +3,7 @@
 //! OpenAI's error shape.
 
 mod body;
+mod connection;
 mod embed;
 mod generate;
 mod info;
@@ -12,61 +13,21 @@ mod store;
 mod unload;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::StatusCode;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
-use tokio::sync::Notify;
 
 use self::body::BodyError;
+use self::connection::Head;
 use self::routes::Route;
 use crate::dispatch::Dispatcher;
+use crate::drain::Drain;
+use crate::error::ApiError;
 use crate::openai;
-
-/// Longest a single write (or draining an unread body) may block.
-const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Requests being served, so shutdown can wait for them.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    count: AtomicUsize,
-    idle: Notify,
-}
-
-impl InFlight {
-    fn enter(self: &Arc<Self>) -> InFlightGuard {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard(self.clone())
-    }
-
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-
-    /// Resolves once no request is in flight.
-    pub async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.count() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-struct InFlightGuard(Arc<InFlight>);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
 
 /// The gateway's HTTP application.
 #[derive(Debug)]
@@ -74,7 +35,8 @@ pub struct HttpApp {
     dispatcher: Dispatcher,
     max_body_bytes: usize,
     options: HttpServerOptions,
-    in_flight: Arc<InFlight>,
+    head_timeout: Duration,
+    drain: Arc<Drain>,
 }
 
 impl HttpApp {
@@ -85,17 +47,26 @@ impl HttpApp {
             dispatcher,
             max_body_bytes,
             options,
-            in_flight: Arc::default(),
+            head_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
+            drain: Arc::default(),
         }
     }
 
-    pub fn in_flight(&self) -> Arc<InFlight> {
-        self.in_flight.clone()
+    /// How long a new connection has to send its first request head.
+    #[must_use]
+    pub fn with_head_timeout(mut self, timeout: Duration) -> Self {
+        self.head_timeout = timeout;
+        self
+    }
+
+    /// The requests in flight, for shutdown to wait on (and to cut).
+    pub fn drain(&self) -> Arc<Drain> {
+        self.drain.clone()
     }
 
     /// Serves one request; returns whether the connection may be reused.
     async fn handle(&self, session: &mut ServerSession) -> bool {
-        let _guard = self.in_flight.enter();
+        let _guard = self.drain.enter();
         let header = session.req_header();
         let route = match routes::route(&header.method, header.uri.path()) {
             Ok(route) => route,
@@ -157,7 +128,9 @@ impl HttpApp {
                 let parsed = match route {
                     Route::Embeddings => {
                         return match openai::embeddings::parse_embeddings(&body) {
-                            Ok(request) => embed::serve(&self.dispatcher, session, request).await,
+                            Ok(request) => {
+                                embed::serve(&self.dispatcher, session, request, &self.drain).await
+                            }
                             Err(err) => respond::error(session, &err).await,
                         };
                     }
@@ -165,7 +138,9 @@ impl HttpApp {
                     _ => openai::parse_completion(&body),
                 };
                 match parsed {
-                    Ok(request) => generate::serve(&self.dispatcher, session, request).await,
+                    Ok(request) => {
+                        generate::serve(&self.dispatcher, session, request, &self.drain).await
+                    }
                     Err(err) => respond::error(session, &err).await,
                 }
             }
@@ -180,22 +155,25 @@ impl HttpServerApp for HttpApp {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        match session.read_request().await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => return None,
+        match connection::read_head(&mut session, shutdown, self.head_timeout).await {
+            Head::Request => {}
+            Head::Close => return None,
+            Head::Reject(err) => {
+                respond::reject(&mut session, &err).await;
+                return None;
+            }
         }
-        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-        // A client that stops reading must not hold a slot forever.
-        session.set_write_timeout(Some(WRITE_TIMEOUT));
-        session.set_total_drain_timeout(Some(WRITE_TIMEOUT));
+        let stopping = *shutdown.borrow();
+        connection::prepare(&mut session, stopping);
+        if stopping {
+            // Read after the signal: not admitted.
+            respond::reject(&mut session, &ApiError::ShuttingDown).await;
+            return None;
+        }
         if !self.handle(&mut session).await {
             return None;
         }
-        let settings = HttpPersistentSettings::for_session(&session);
-        match session.finish().await {
-            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
-            Ok(None) | Err(_) => None,
-        }
+        connection::reuse(session).await
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {

@@ -110,3 +110,31 @@ pub async fn start_events(session: &mut ServerSession, extra: &Extra) -> bool {
         .await
         .is_ok()
 }
+
+/// Answers a request that cannot be served (its head may not even have been
+/// parsed), then closes the connection: the rest of what the client sent
+/// cannot be trusted to frame a next request.
+pub async fn reject(session: &mut ServerSession, err: &ApiError) {
+    tracing::debug!(error = %err, "request refused");
+    let body = serde_json::to_vec(&err.body()).unwrap_or_default();
+    let Ok(mut header) = ResponseHeader::build(err.status(), Some(3)) else {
+        return;
+    };
+    let ok = header
+        .insert_header("content-type", "application/json")
+        .is_ok()
+        && header
+            .insert_header("content-length", body.len().to_string())
+            .is_ok();
+    if !ok {
+        return;
+    }
+    session.set_keepalive(None);
+    if session
+        .write_response_header(Box::new(header))
+        .await
+        .is_ok()
+    {
+        let _ = session.write_response_body(body.into(), true).await;
+    }
+}

@@ -34,6 +34,7 @@ pub struct EmbeddingsRequest {
 pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
     let fields = Fields::parse(body)?;
     let model = fields.required_str("model")?.to_owned();
+    fields.optional_str("user")?;
     let inputs = match fields.get("input") {
         None => return Err(ApiError::field("input", "`input` is required")),
         Some(Value::String(s)) => vec![text(s)?],
@@ -210,6 +211,7 @@ mod tests {
                 br#"{"model":"m","input":"a","encoding_format":"hex"}"#,
                 "encoding_format",
             ),
+            (br#"{"model":"m","input":"a","user":1}"#, "user"),
         ] {
             match parse_embeddings(body).unwrap_err() {
                 ApiError::InvalidField { param: p, .. }

@@ -38,6 +38,15 @@ impl Fields {
         }
     }
 
+    /// A string if present (any string, empty included).
+    pub fn optional_str(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ApiError::field(name, format!("`{name}` must be a string"))),
+        }
+    }
+
     pub fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
         match self.get(name) {
             None => Ok(None),

@@ -136,11 +136,12 @@ fn parse_common(fields: &Fields, endpoint: Endpoint) -> Result<GenerationRequest
             "`stream_options` is only allowed when `stream` is true",
         ));
     }
-    // `max_completion_tokens` is the newer name; either is accepted.
-    let max_tokens = match fields.u64_in("max_completion_tokens", 1, MAX_TOKENS_LIMIT)? {
-        Some(v) => Some(v),
-        None => fields.u64_in("max_tokens", 1, MAX_TOKENS_LIMIT)?,
-    };
+    // `max_completion_tokens` is the newer name; either is accepted (the
+    // newer wins), and both are checked.
+    let max_completion_tokens = fields.u64_in("max_completion_tokens", 1, MAX_TOKENS_LIMIT)?;
+    let max_tokens = max_completion_tokens.or(fields.u64_in("max_tokens", 1, MAX_TOKENS_LIMIT)?);
+    // An end-user id, for abuse monitoring; not used, but it must be one.
+    fields.optional_str("user")?;
     if fields.u64_in("n", 1, u64::MAX)?.is_some_and(|n| n != 1) {
         return Err(ApiError::unsupported("n", "only `n` = 1 is supported"));
     }
@@ -429,6 +430,12 @@ mod tests {
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}"#, "response_format.type"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"x"}}}"#, "response_format.json_schema.schema"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#, "stream_options"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":5,"max_tokens":"abc"}"#, "max_tokens"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":5,"max_tokens":-5}"#, "max_tokens"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":5,"max_tokens":0}"#, "max_tokens"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":5,"max_completion_tokens":0}"#, "max_completion_tokens"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"user":5}"#, "user"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"user":{"id":"u"}}"#, "user"),
         ];
         for (body, param) in cases {
             let err = parse_chat(body).unwrap_err();
@@ -456,5 +463,10 @@ mod tests {
             param_of(parse_completion(br#"{"model":"m","prompt":"x","echo":true}"#).unwrap_err()),
             "echo"
         );
+        assert_eq!(
+            param_of(parse_completion(br#"{"model":"m","prompt":"x","user":[]}"#).unwrap_err()),
+            "user"
+        );
+        assert!(parse_completion(br#"{"model":"m","prompt":"x","user":null}"#).is_ok());
     }
 }
