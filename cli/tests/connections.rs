@@ -14,15 +14,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// Waits (bounded) until `n` slots are generating.
-async fn wait_until_generating(herd: &Herd, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while herd.worker_status().await["slots_busy"] != n {
-        assert!(Instant::now() < deadline, "requests never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// A streaming chat that reports usage.
 fn streaming(content: &str, max_tokens: u32) -> Value {
     let mut body = chat(content, max_tokens);
@@ -79,7 +70,7 @@ async fn sigterm_lets_every_stream_and_request_in_flight_finish_then_exits_0() {
             }
         })
         .collect();
-    wait_until_generating(&herd, 4).await;
+    herd.wait_until_generating(4).await;
     let url = herd.url.clone();
     herd.send_signal("TERM");
     wait_refused(&url).await;
@@ -125,7 +116,7 @@ async fn past_the_grace_period_requests_end_with_an_error_and_the_exit_status_sa
         send(&herd, streaming("Tell me about the sea!", 2000)),
         send(&herd, chat("Tell me about the sea.", 2000)),
     ];
-    wait_until_generating(&herd, 3).await;
+    herd.wait_until_generating(3).await;
     herd.send_signal("TERM");
     for request in requests {
         match request.await.unwrap() {

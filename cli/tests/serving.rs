@@ -76,15 +76,6 @@ async fn client_leaving_mid_stream_stops_the_generation() {
     assert_eq!(status, 200, "{body}");
 }
 
-/// Waits (bounded) until the worker's one slot is generating.
-async fn wait_until_generating(herd: &Herd) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while herd.worker_status().await["slots_busy"] != 1 {
-        assert!(Instant::now() < deadline, "request never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test]
 async fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
     let herd = Herd::start(1).await;
@@ -101,7 +92,7 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
             .unwrap()
     });
     // Wait until the generation is running, then ask the server to stop.
-    wait_until_generating(&herd).await;
+    herd.wait_until_generating(1).await;
     let status = herd.terminate().await;
     assert!(status.success(), "exit status {status}");
     let body = in_flight.await.unwrap();
@@ -126,7 +117,7 @@ async fn a_second_signal_exits_without_draining() {
             .send()
             .await;
     });
-    wait_until_generating(&herd).await;
+    herd.wait_until_generating(1).await;
     herd.send_signal("TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
     herd.send_signal("INT");

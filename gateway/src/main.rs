@@ -49,6 +49,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let gateway = Gateway::bind(config.clone(), store)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // The readiness line scripts and tests wait for.
+    println!("herd-gateway listening on http://{}", gateway.local_addr());
+    std::io::Write::flush(&mut std::io::stdout()).ok();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         herd_signals::shutdown().await;

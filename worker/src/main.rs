@@ -90,6 +90,10 @@ struct Args {
     /// gRPC listen address; overrides the file.
     #[arg(long, env = "HERD_WORKER_LISTEN")]
     listen: Option<std::net::SocketAddr>,
+    /// Stable worker id reported to gateways (default `worker-<port>`);
+    /// overrides the file.
+    #[arg(long, env = "HERD_WORKER_ID")]
+    worker_id: Option<String>,
     /// A GGUF model to serve in addition to the file's.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -160,6 +164,9 @@ async fn run() -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(id) = args.worker_id {
+        config.worker_id = Some(id);
+    }
     if let Some(mode) = args.gpu {
         config.gpu.mode = mode;
     }
@@ -218,6 +225,13 @@ async fn run() -> anyhow::Result<()> {
         .with_catalog(Arc::new(catalog))
         .with_models(models)
         .with_capacity(capacity);
+    // The readiness line scripts and tests wait for.
+    println!(
+        "herd-worker {} listening on {}",
+        server.worker_id(),
+        server.local_addr()
+    );
+    std::io::Write::flush(&mut std::io::stdout()).ok();
     server.serve(herd_signals::shutdown()).await?;
     Ok(())
 }

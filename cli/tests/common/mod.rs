@@ -8,6 +8,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
+
+pub mod pool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -63,34 +65,20 @@ impl Herd {
         } else {
             [&["--listen", "127.0.0.1:0"], args].concat()
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
-            .arg("serve")
-            .args(["--threads", "1"])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn herd serve");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let url = tokio::time::timeout(Duration::from_secs(120), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(rest) = line.strip_prefix("Herd is serving ") {
-                    let url = rest
-                        .split_whitespace()
-                        .find(|w| w.starts_with("http://"))
-                        .unwrap();
-                    return url.trim_end_matches("/v1").to_owned();
-                }
-            }
-            panic!("herd serve exited before it was ready");
-        })
-        .await
-        .expect("herd serve did not become ready in time");
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
+        command.arg("serve").args(["--threads", "1"]).args(args);
+        let (child, rest) = spawn_until_ready(command, "Herd is serving ").await;
+        let url = rest
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap()
+            .trim_end_matches("/v1")
+            .to_owned();
+        Self::attach(child, url)
+    }
+
+    /// A client of the process `child` serving at `url`.
+    pub fn attach(child: Child, url: String) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(300))
             .build()
@@ -172,12 +160,54 @@ impl Herd {
             .unwrap()
     }
 
+    /// Waits (bounded) until `n` slots of the first worker are generating.
+    pub async fn wait_until_generating(&self, n: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.worker_status().await["slots_busy"] != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} generations never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// The worker's live status as the gateway reports it.
     pub async fn worker_status(&self) -> Value {
         let (status, body) = self.get("/herd/v1/status").await;
         assert_eq!(status, 200);
         body["workers"][0]["status"].clone()
     }
+}
+
+/// Spawns `command` (stdout piped, killed on drop, `RUST_LOG=warn` unless
+/// set) and waits for the stdout line starting with `ready`; returns the
+/// child and the rest of that line. Stdout keeps being drained.
+pub async fn spawn_until_ready(mut command: Command, ready: &str) -> (Child, String) {
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", "warn");
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {command:?}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let rest = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix(ready) {
+                return rest.to_owned();
+            }
+        }
+        panic!("{command:?} exited before it was ready");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{command:?} did not become ready in time"));
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, rest)
 }
 
 /// Sends the request and returns the status and the JSON body.
