@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::pool::{Worker, eventually, gateway, model_report};
 use common::{Herd, MODEL, chat, model_path};
-use herd_store::testing::TestRegistry;
+use herd_store::artifact::{CONFIG_MEDIA_TYPE, GGUF_MEDIA_TYPE};
+use herd_store::testing::{TestRegistry, push_by_hand};
 use serde_json::{Value, json};
 
 /// `herd package --push` the test model as `<registry>/<name>`.
@@ -403,4 +404,49 @@ async fn requests_sharing_a_system_prompt_go_to_the_same_worker() {
     // And the pool is used: rendezvous hashing spread the four prompts.
     let all: HashSet<&String> = chosen.values().flatten().collect();
     assert_eq!(all.len(), 2, "{chosen:?}");
+}
+
+#[tokio::test]
+async fn a_model_that_cannot_load_is_answered_with_why_and_not_retried_at_once() {
+    let registry = TestRegistry::start();
+    push_by_hand(
+        &registry.host(),
+        "broken/model",
+        "v1",
+        (
+            CONFIG_MEDIA_TYPE,
+            br#"{"config":{"format":"gguf"},"descriptor":{},"rootfs":{"type":"rootfs","diff_ids":[]}}"#,
+        ),
+        &[(GGUF_MEDIA_TYPE, b"GGUF, but not really".as_slice())],
+    )
+    .await;
+    let broken = format!("{}/broken/model:v1", registry.host());
+    let herd = Herd::start(1).await;
+    let resp = herd
+        .http
+        .post(format!("{}/models/create", herd.url))
+        .json(&json!({ "from": broken }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.text().await.unwrap();
+    let mut body = chat("Hi", 3);
+    body["model"] = json!(broken);
+    for _ in 0..2 {
+        let (status, reply) = herd.post("/v1/chat/completions", &body).await;
+        assert_eq!(status, 502, "{reply}");
+        assert_eq!(reply["error"]["code"], "load_failed", "{reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains("not a valid GGUF file"), "{message}");
+        assert!(!message.contains("/blobs/"), "no paths: {message}");
+    }
+    let report = model_report(&herd, &broken).await;
+    assert_eq!(
+        report["load_failures"], 1,
+        "not tried again at once: {report}"
+    );
+    // The pool is unharmed.
+    let (status, reply) = herd.post("/v1/chat/completions", &chat("Hi", 3)).await;
+    assert_eq!(status, 200, "{reply}");
 }

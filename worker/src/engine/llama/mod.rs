@@ -166,6 +166,41 @@ impl LlamaEngine {
     }
 }
 
+/// Says why a model cannot be loaded, before llama.cpp tries: a file that
+/// is not a GGUF, or more memory than the host has available (not checked
+/// for GPU offload: the gateway's budget covers that).
+fn check_loadable(
+    config: &ModelConfig,
+    memory_bytes: u64,
+    offload: bool,
+) -> Result<(), EngineError> {
+    let failed = |reason: String| EngineError::LoadFailed {
+        model: config.name.clone(),
+        reason,
+    };
+    match herd_store::gguf::GgufSummary::read(&config.path) {
+        Ok(_) => {}
+        Err(herd_store::StoreError::InvalidGguf { reason, .. }) => {
+            return Err(failed(format!("it is not a valid GGUF file: {reason}")));
+        }
+        Err(e) => {
+            tracing::warn!(model = %config.name, error = %e, "cannot read the model file");
+            return Err(failed(
+                "its file cannot be read; the worker's log has details".into(),
+            ));
+        }
+    }
+    let available = crate::memory::host().available_bytes;
+    if !offload && available > 0 && memory_bytes > available {
+        return Err(failed(format!(
+            "it needs about {} MiB of memory and the host has {} MiB available",
+            memory_bytes >> 20,
+            available >> 20
+        )));
+    }
+    Ok(())
+}
+
 fn start_model(
     backend: &'static LlamaBackend,
     config: &ModelConfig,
@@ -356,12 +391,26 @@ impl Engine for LlamaEngine {
         }
         let backend = backend()?;
         let memory_bytes = self.estimate(&config);
+        check_loadable(&config, memory_bytes, self.gpu.offload)?;
         let (threads, counters, gpu) = (self.threads, self.counters.clone(), self.gpu.clone());
+        let name = config.name.clone();
         let runner = tokio::task::spawn_blocking(move || {
             start_model(backend, &config, threads, &gpu, &counters, memory_bytes)
         })
         .await
-        .map_err(|e| EngineError::Internal(format!("load task failed: {e}")))??;
+        .map_err(|e| EngineError::Internal(format!("load task failed: {e}")))?
+        .map_err(|e| match e {
+            EngineError::Internal(reason) => {
+                tracing::warn!(model = %name, %reason, "load failed");
+                EngineError::LoadFailed {
+                    model: name.clone(),
+                    reason: "llama.cpp could not load it (an architecture this build does \
+                             not support, or damaged weights); the worker's log has details"
+                        .into(),
+                }
+            }
+            other => other,
+        })?;
         self.insert(runner);
         Ok(())
     }
