@@ -62,6 +62,11 @@ pub struct Args {
     /// Length of the agents' shared system prompts, in characters.
     #[arg(long, default_value_t = 4000)]
     pub system_prompt_chars: usize,
+    /// Distinct system prompts the agents use (agent k has prompt k mod N):
+    /// 2 (the default) models two roles shared by many agents; as many as
+    /// `--agents` gives every agent its own.
+    #[arg(long, default_value_t = 2)]
+    pub system_prompts: u32,
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
@@ -187,6 +192,9 @@ impl Args {
         }
         if self.agents == 0 || self.turns == 0 {
             return Err(bad("agents", "agents and turns must be at least 1"));
+        }
+        if self.system_prompts == 0 {
+            return Err(bad("system-prompts", "must be at least 1"));
         }
         if self.max_in_flight == 0 {
             return Err(bad("max-in-flight", "must be at least 1"));

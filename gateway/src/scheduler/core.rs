@@ -449,10 +449,12 @@ impl SchedulerCore {
         self.schedule(now);
     }
 
-    /// An unload was confirmed by the worker.
+    /// An unload was carried out (or failed: the worker's next status
+    /// tells what it has).
     pub fn unload_done(&mut self, order: &UnloadOrder, revision: u64) {
         if let Some(worker) = self.workers.get_mut(&order.worker) {
             worker.revision = worker.revision.max(revision);
+            worker.unloading.remove(&order.model);
         }
     }
 
@@ -505,6 +507,7 @@ impl SchedulerCore {
                 };
                 if replica.idle() && !waiting {
                     worker.replicas.remove(&key);
+                    worker.unloading.insert(key.clone());
                     stats_of(&mut self.models, &key).unloads += 1;
                     self.effects.push(Effect::Unload(order.clone()));
                     report.unloaded.push(order);
@@ -705,6 +708,7 @@ impl SchedulerCore {
         let mut evict = Vec::new();
         for victim in &plan.evict {
             if let Some(replica) = worker.replicas.remove(victim) {
+                worker.unloading.insert(victim.clone());
                 evict.push(UnloadOrder {
                     model: victim.clone(),
                     worker: plan.worker.clone(),
@@ -794,6 +798,7 @@ impl SchedulerCore {
                 let Some(replica) = worker.replicas.remove(&key) else {
                     continue;
                 };
+                worker.unloading.insert(key.clone());
                 stats_of(&mut self.models, &key).unloads += 1;
                 tracing::info!(model = %key, worker = %id, "unloading an idle model (keep-alive)");
                 self.effects.push(Effect::Unload(UnloadOrder {

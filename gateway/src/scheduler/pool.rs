@@ -115,6 +115,9 @@ pub struct WorkerState {
     pub loadable: HashMap<ModelKey, Loadable>,
     /// Loads this gateway asked for that have not finished: memory reserved.
     pub loading: HashMap<ModelKey, u64>,
+    /// Unloads this gateway asked for that the worker has not confirmed: a
+    /// status that still shows them loaded does not bring them back.
+    pub unloading: std::collections::HashSet<ModelKey>,
     /// The newest status revision applied; older statuses are stale.
     pub revision: u64,
 }
@@ -181,6 +184,9 @@ impl WorkerState {
         let mut seen = Vec::new();
         for model in status.models.iter().filter(|m| m.loaded) {
             let key = ModelKey::of(model);
+            if self.unloading.contains(&key) {
+                continue;
+            }
             self.loading.remove(&key);
             match self.replicas.get_mut(&key) {
                 Some(replica) => {
@@ -213,6 +219,7 @@ impl WorkerState {
     pub fn down(&mut self) {
         self.healthy = false;
         self.revision = 0;
+        self.unloading.clear();
         for replica in self.replicas.values_mut() {
             replica.others = 0;
         }

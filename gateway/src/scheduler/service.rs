@@ -44,6 +44,15 @@ enum Order {
     Unload(UnloadOrder),
 }
 
+impl Order {
+    fn worker(&self) -> &Arc<str> {
+        match self {
+            Self::Load(order) => &order.worker,
+            Self::Unload(order) => &order.worker,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     core: SchedulerCore,
@@ -148,17 +157,32 @@ impl Scheduler {
         &self.registry
     }
 
-    /// Runs the order runner and the timer until `shutdown`.
+    /// Runs the order runner and the timer until `shutdown`. Orders for one
+    /// worker are carried out one after another, in the order given (an
+    /// unload before the load that follows it); different workers' run
+    /// side by side.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let Some(mut orders) = self.orders_rx.lock().take() else {
             return;
         };
+        let mut per_worker: HashMap<Arc<str>, mpsc::UnboundedSender<Order>> = HashMap::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 Some(order) = orders.recv() => {
-                    tokio::spawn(self.clone().carry_out(order));
+                    let worker = order.worker().clone();
+                    let queue = per_worker.entry(worker).or_insert_with(|| {
+                        let (tx, mut rx) = mpsc::unbounded_channel::<Order>();
+                        let scheduler = self.clone();
+                        tokio::spawn(async move {
+                            while let Some(order) = rx.recv().await {
+                                scheduler.clone().carry_out(order).await;
+                            }
+                        });
+                        tx
+                    });
+                    let _ = queue.send(order);
                 }
                 _ = tick.tick() => {
                     self.with_core(|core| core.tick(Instant::now()));

@@ -1,6 +1,7 @@
 //! K agents holding multi-turn conversations. Agents share a few long system
-//! prompts (agent k uses prompt k mod 2) and their models round-robin, the
-//! workload prefix-affinity scheduling targets. Each conversation grows by
+//! prompts (agent k uses prompt k mod N, `--system-prompts`, default 2) and
+//! their models round-robin, the workload prefix-affinity scheduling
+//! targets. Each conversation grows by
 //! one user and one assistant message per turn and starts over after
 //! `turns` turns.
 
@@ -78,12 +79,22 @@ impl Agents {
         agents: u32,
         turns: u32,
         system_chars: usize,
+        system_prompts: u32,
         models: Vec<String>,
         common: Common,
     ) -> Self {
-        let systems: Vec<Arc<str>> = ROLES
-            .iter()
-            .map(|r| Arc::from(system_prompt(r, system_chars)))
+        // Two prompts: the two roles. More: personas of the roles, which
+        // differ from their first words.
+        let systems: Vec<Arc<str>> = (0..system_prompts.max(1) as usize)
+            .map(|i| {
+                let role = ROLES[i % ROLES.len()];
+                let opening = if system_prompts as usize <= ROLES.len() {
+                    role.to_owned()
+                } else {
+                    format!("Persona {i}. {role}")
+                };
+                Arc::from(system_prompt(&opening, system_chars))
+            })
             .collect();
         let conversations = (0..agents)
             .map(|agent| {
@@ -153,7 +164,7 @@ mod tests {
             max_tokens: 4,
             stream: false,
         };
-        let agents = Agents::new(2, 2, 500, vec!["m1".into(), "m2".into()], common);
+        let agents = Agents::new(2, 2, 500, 2, vec!["m1".into(), "m2".into()], common);
         let (r0, mut c0) = agents.next(0).await;
         assert_eq!(r0.model, "m1");
         assert!(r0.messages[0].content.len() >= 500);

@@ -76,6 +76,7 @@ impl Scenario {
                 args.agents,
                 args.turns,
                 args.system_prompt_chars,
+                args.system_prompts,
                 args.models.clone(),
                 common,
             )),
