@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{Herd, assert_error, chat, model_path, send_json};
 use herd_store::artifact::{
     CHAT_TEMPLATE_MEDIA_TYPE, CONFIG_MEDIA_TYPE, GGUF_MEDIA_TYPE, LICENSE_MEDIA_TYPE,
@@ -17,32 +15,7 @@ use serde_json::{Value, json};
 
 /// `herd package --push` the test model as `<registry>/<name>`.
 fn package_and_push(registry: &TestRegistry, name: &str) {
-    package_and_push_file(registry, &model_path(), name, &[]);
-}
-
-/// `herd package --push` a GGUF (or a first shard) as `<registry>/<name>`.
-fn package_and_push_file(
-    registry: &TestRegistry,
-    gguf: &std::path::Path,
-    name: &str,
-    extra: &[&str],
-) {
-    let store = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_herd"))
-        .args(["package", "--gguf"])
-        .arg(gguf)
-        .args(["--store"])
-        .arg(store.path())
-        .args(extra)
-        .args(["--push", &format!("{}/{name}", registry.host())])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "herd package failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Pushed"));
+    common::package_and_push(registry, &model_path(), name, &[]);
 }
 
 /// `herd serve` on an empty temp store whose default registry is the test
@@ -414,7 +387,7 @@ async fn a_sharded_model_is_packaged_pulled_and_served() {
     let registry = TestRegistry::start();
     let shards_dir = tempfile::tempdir().unwrap();
     let shards = split_gguf(&model_path(), shards_dir.path(), "smollm2", 2);
-    package_and_push_file(&registry, &shards[0], "ai/split:v1", &[]);
+    common::package_and_push(&registry, &shards[0], "ai/split:v1", &[]);
     let (pulled, _store) = serve_from(&registry, Some("ai/split:v1")).await;
     let (status, model) = pulled.get("/models/ai/split:v1").await;
     assert_eq!(status, 200, "{model}");
@@ -485,7 +458,7 @@ async fn at_most_max_loaded_models_are_loaded_and_the_least_recently_used_goes()
     let registry = TestRegistry::start();
     package_and_push(&registry, "ai/smollm2:latest");
     // The same weights with another config: another model ID.
-    package_and_push_file(
+    common::package_and_push(
         &registry,
         &model_path(),
         "ai/other:latest",

@@ -9,33 +9,13 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::pool::{Worker, eventually, gateway, model_report};
-use common::{Herd, MODEL, chat, model_path};
+use common::{Herd, MODEL, chat, model_path, package_and_push};
 use herd_store::artifact::{CONFIG_MEDIA_TYPE, GGUF_MEDIA_TYPE};
 use herd_store::testing::{TestRegistry, push_by_hand};
 use serde_json::{Value, json};
-
-/// `herd package --push` the test model as `<registry>/<name>`.
-fn push_model(registry: &TestRegistry, name: &str, extra: &[&str]) {
-    let store = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_herd"))
-        .args(["package", "--gguf"])
-        .arg(model_path())
-        .arg("--store")
-        .arg(store.path())
-        .args(extra)
-        .args(["--push", &format!("{}/{name}", registry.host())])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A completion that keeps the model busy for a few seconds (it counts).
 fn long_completion(max_tokens: u32) -> Value {
@@ -45,6 +25,25 @@ fn long_completion(max_tokens: u32) -> Value {
         "max_tokens": max_tokens,
         "temperature": 0,
     })
+}
+
+/// Starts a long completion in the background and waits until it holds
+/// the one slot; its answer comes from the returned task.
+async fn occupy_the_slot(herd: &Herd, max_tokens: u32) -> tokio::task::JoinHandle<Value> {
+    let url = format!("{}/v1/completions", herd.url);
+    let http = herd.http.clone();
+    let busy = tokio::spawn(async move {
+        let resp = http
+            .post(url)
+            .json(&long_completion(max_tokens))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.json::<Value>().await.unwrap()
+    });
+    herd.wait_until_generating(1).await;
+    busy
 }
 
 /// `herd serve` on the test model with one slot and this gateway config.
@@ -75,8 +74,9 @@ async fn two_workers_with_room_for_one_model_each_serve_three_models() {
         .collect();
     // The same weights with three configs: three model IDs.
     for (i, name) in ["pool/a:v1", "pool/b:v1", "pool/c:v1"].iter().enumerate() {
-        push_model(
+        package_and_push(
             &registry,
+            &model_path(),
             name,
             &["--context-size", &(1024 + i * 512).to_string()],
         );
@@ -173,21 +173,7 @@ async fn queue_bounds_answer_429_and_503_with_retry_after() {
     let (herd, _config) =
         serve_with_config("[models.\"ai/smollm2\"]\nmax_queue = 1\nmax_queue_wait_secs = 2\n")
             .await;
-    let busy = {
-        let herd_url = herd.url.clone();
-        let http = herd.http.clone();
-        tokio::spawn(async move {
-            http.post(format!("{herd_url}/v1/completions"))
-                .json(&long_completion(600))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
-    herd.wait_until_generating(1).await;
+    let busy = occupy_the_slot(&herd, 600).await;
     // One waits in the queue (max_queue 1) …
     let queued = {
         let url = format!("{}/v1/chat/completions", herd.url);
@@ -244,12 +230,7 @@ async fn queue_bounds_answer_429_and_503_with_retry_after() {
 #[tokio::test]
 async fn a_client_that_leaves_while_queued_never_reaches_a_worker() {
     let herd = Herd::start(1).await;
-    let busy = {
-        let url = format!("{}/v1/completions", herd.url);
-        let http = herd.http.clone();
-        tokio::spawn(async move { http.post(url).json(&long_completion(200)).send().await })
-    };
-    herd.wait_until_generating(1).await;
+    let busy = occupy_the_slot(&herd, 200).await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()
@@ -260,7 +241,7 @@ async fn a_client_that_leaves_while_queued_never_reaches_a_worker() {
         .send()
         .await;
     assert!(gave_up.is_err(), "it was queued behind the busy slot");
-    busy.await.unwrap().unwrap();
+    busy.await.unwrap();
     let (status, body) = herd.post("/v1/chat/completions", &chat("Hi", 3)).await;
     assert_eq!(status, 200, "{body}");
     let worker = herd.worker_status().await;
@@ -319,19 +300,14 @@ async fn keep_alive_unloads_on_time_and_the_next_request_loads_again() {
 #[tokio::test]
 async fn engines_unload_skips_a_busy_model_and_unloads_an_idle_one() {
     let herd = Herd::start(1).await;
-    let busy = {
-        let url = format!("{}/v1/completions", herd.url);
-        let http = herd.http.clone();
-        tokio::spawn(async move { http.post(url).json(&long_completion(150)).send().await })
-    };
-    herd.wait_until_generating(1).await;
+    let busy = occupy_the_slot(&herd, 150).await;
     let (status, report) = herd.post("/engines/unload", &json!({"all": true})).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["unloaded_runners"], 0, "{report}");
     assert_eq!(report["skipped"][0]["model"], MODEL, "{report}");
     assert_eq!(report["skipped"][0]["reason"], "busy", "{report}");
     assert!(loaded(&herd, MODEL).await);
-    busy.await.unwrap().unwrap();
+    busy.await.unwrap();
     let (status, report) = herd
         .post(
             "/engines/unload",

@@ -210,6 +210,32 @@ pub async fn spawn_until_ready(mut command: Command, ready: &str) -> (Child, Str
     (child, rest)
 }
 
+/// `herd package --push` a GGUF (or a first shard) as `<registry>/<name>`,
+/// with extra `herd package` flags.
+pub fn package_and_push(
+    registry: &herd_store::testing::TestRegistry,
+    gguf: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) {
+    let store = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["package", "--gguf"])
+        .arg(gguf)
+        .arg("--store")
+        .arg(store.path())
+        .args(extra)
+        .args(["--push", &format!("{}/{name}", registry.host())])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "herd package failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Pushed"));
+}
+
 /// Sends the request and returns the status and the JSON body.
 pub async fn send_json(request: reqwest::RequestBuilder) -> (u16, Value) {
     let resp = request.send().await.unwrap();

@@ -588,78 +588,79 @@ impl SchedulerCore {
         }
     }
 
-    /// Hands free slots of `key`'s replicas to its waiting requests.
+    /// Hands `key`'s replicas to its waiting requests: slotless ones first
+    /// (they need a replica, not a slot), then the queue in its order, as
+    /// long as a replica has a free slot.
     fn grant(&mut self, key: &ModelKey, now: Instant) {
-        let Some(model) = self.models.get_mut(key) else {
-            return;
-        };
-        // Slotless requests need a replica, not a slot.
-        while let Some(&ticket) = model.slotless.first() {
-            let Some(ctx) = self.tickets.get(&ticket).map(|t| t.ctx.clone()) else {
-                model.slotless.remove(0);
-                continue;
-            };
-            let Some(worker) = pick(&self.workers, key, &ctx, &*self.policy, false) else {
-                break;
-            };
-            model.slotless.remove(0);
-            self.tickets.remove(&ticket);
-            let Some(replica) = self
-                .workers
-                .get_mut(&worker)
-                .and_then(|w| w.replicas.get_mut(key))
-            else {
-                continue;
-            };
-            replica.slotless += 1;
-            replica.last_used = now;
-            if ctx.keep_alive.is_some() {
-                replica.keep_alive = ctx.keep_alive;
-            }
-            self.effects.push(Effect::Granted {
-                ticket,
-                grant: Grant {
-                    worker,
-                    model: key.clone(),
-                    name: replica.name.clone(),
-                    slot: false,
-                },
-            });
-        }
         let aging = self.settings.aging;
-        while let Some(head) = model.queue.peek(now, aging) {
-            let ticket = head.seq;
-            let Some(ctx) = self.tickets.get(&ticket).map(|t| t.ctx.clone()) else {
-                model.queue.pop(now, aging);
-                continue;
+        loop {
+            let Some(model) = self.models.get(key) else {
+                return;
             };
-            let Some(worker) = pick(&self.workers, key, &ctx, &*self.policy, true) else {
-                break;
+            let (ticket, slot) = match (model.slotless.first(), model.queue.peek(now, aging)) {
+                (Some(&ticket), _) => (ticket, false),
+                (None, Some(head)) => (head.seq, true),
+                (None, None) => return,
             };
-            model.queue.pop(now, aging);
-            self.tickets.remove(&ticket);
-            let Some(replica) = self
-                .workers
-                .get_mut(&worker)
-                .and_then(|w| w.replicas.get_mut(key))
-            else {
-                continue;
+            let granted = match self.tickets.get(&ticket).map(|t| t.ctx.clone()) {
+                // Cancelled meanwhile: just drop it from the queue.
+                None => true,
+                Some(ctx) => self.grant_one(key, ticket, &ctx, slot, now),
             };
-            replica.in_flight += 1;
-            replica.last_used = now;
-            if ctx.keep_alive.is_some() {
-                replica.keep_alive = ctx.keep_alive;
+            if !granted {
+                return;
             }
-            self.effects.push(Effect::Granted {
-                ticket,
-                grant: Grant {
-                    worker,
-                    model: key.clone(),
-                    name: replica.name.clone(),
-                    slot: true,
-                },
-            });
+            let Some(model) = self.models.get_mut(key) else {
+                return;
+            };
+            if slot {
+                model.queue.pop(now, aging);
+            } else {
+                model.slotless.remove(0);
+            }
         }
+    }
+
+    /// Gives `ticket` the replica the policy ranks first among those that
+    /// can take it; false when none can now.
+    fn grant_one(
+        &mut self,
+        key: &ModelKey,
+        ticket: u64,
+        ctx: &RequestContext,
+        slot: bool,
+        now: Instant,
+    ) -> bool {
+        let Some(worker) = pick(&self.workers, key, ctx, &*self.policy, slot) else {
+            return false;
+        };
+        let Some(replica) = self
+            .workers
+            .get_mut(&worker)
+            .and_then(|w| w.replicas.get_mut(key))
+        else {
+            return false;
+        };
+        self.tickets.remove(&ticket);
+        if slot {
+            replica.in_flight += 1;
+        } else {
+            replica.slotless += 1;
+        }
+        replica.last_used = now;
+        if ctx.keep_alive.is_some() {
+            replica.keep_alive = ctx.keep_alive;
+        }
+        self.effects.push(Effect::Granted {
+            ticket,
+            grant: Grant {
+                worker,
+                model: key.clone(),
+                name: replica.name.clone(),
+                slot,
+            },
+        });
+        true
     }
 
     /// Loads `key` somewhere if it has waiting requests and no replica can
