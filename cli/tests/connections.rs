@@ -95,6 +95,43 @@ async fn sigterm_lets_every_stream_and_request_in_flight_finish_then_exits_0() {
 }
 
 #[tokio::test]
+async fn sigterm_serves_the_queued_requests_too() {
+    // Two slots, four streams: two generate, two wait in the queue when
+    // the signal comes; all four are answered in full.
+    let herd = Herd::start(2).await;
+    let max_tokens: u32 = 24;
+    let requests: Vec<_> = (0..4)
+        .map(|i| send(&herd, streaming(&format!("Name a river, {i}."), max_tokens)))
+        .collect();
+    herd.wait_until_generating(2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) = herd.get("/herd/v1/status").await;
+        if status["scheduler"]["models"][0]["queued"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never queued: {status}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    herd.send_signal("TERM");
+    for request in requests {
+        let Answer::Stream(events) = request.await.unwrap() else {
+            panic!("not a stream");
+        };
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        assert!(
+            !events.iter().any(|e| e.contains("\"error\"")),
+            "cut: {events:?}"
+        );
+        let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+        let tokens = usage["usage"]["completion_tokens"].as_u64().unwrap();
+        assert!((1..=u64::from(max_tokens)).contains(&tokens), "{usage}");
+    }
+    let status = herd.wait().await;
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[tokio::test]
 async fn past_the_grace_period_requests_end_with_an_error_and_the_exit_status_says_so() {
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
