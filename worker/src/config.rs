@@ -375,6 +375,24 @@ mod tests {
     }
 
     #[test]
+    fn memory_limit_takes_sizes_and_bytes() {
+        let config: WorkerConfig = toml::from_str("memory_limit = '2GiB'").unwrap();
+        assert_eq!(config.memory_limit, Some(MemorySize(2 << 30)));
+        let config: WorkerConfig = toml::from_str("memory_limit = 1048576").unwrap();
+        assert_eq!(config.memory_limit, Some(MemorySize(1 << 20)));
+        assert_eq!(config.capacity(false).memory_limit_bytes, 1 << 20);
+        for bad in [
+            "memory_limit = 'lots'",
+            "memory_limit = 0",
+            "memory_limit = '-1GiB'",
+        ] {
+            assert!(toml::from_str::<WorkerConfig>(bad).is_err(), "{bad}");
+        }
+        // Unset: the host's memory.
+        assert!(WorkerConfig::default().capacity(false).memory_limit_bytes > 0);
+    }
+
+    #[test]
     fn unknown_fields_are_rejected() {
         let err = toml::from_str::<WorkerConfig>("listn = '127.0.0.1:1'").unwrap_err();
         assert!(err.to_string().contains("listn"));
