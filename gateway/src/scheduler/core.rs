@@ -345,7 +345,9 @@ impl SchedulerCore {
                 replica.saturated = true;
             }
         }
-        self.expire_idle(now);
+        // Only this replica can have just become idle (keep_alive 0); the
+        // tick looks at the others.
+        self.expire_idle(Some(&grant.worker), now);
         self.schedule(now);
     }
 
@@ -461,7 +463,7 @@ impl SchedulerCore {
     /// Time passed: unload replicas idle past their keep-alive, add
     /// replicas for models that have waited too long.
     pub fn tick(&mut self, now: Instant) {
-        self.expire_idle(now);
+        self.expire_idle(None, now);
         self.schedule(now);
     }
 
@@ -776,10 +778,13 @@ impl SchedulerCore {
         }
     }
 
-    /// Unloads replicas idle past their keep-alive.
-    fn expire_idle(&mut self, now: Instant) {
+    /// Unloads replicas idle past their keep-alive (of one worker, or all).
+    fn expire_idle(&mut self, only: Option<&Arc<str>>, now: Instant) {
         let default = self.settings.keep_alive;
         for (id, worker) in &mut self.workers {
+            if only.is_some_and(|only| only != id) {
+                continue;
+            }
             let expired: Vec<ModelKey> = worker
                 .replicas
                 .iter()

@@ -274,21 +274,15 @@ impl Registry {
 /// Whether `new` changes what the snapshot shows (models, names, budget),
 /// beyond slot counts and counters.
 fn catalog_changed(old: &pb::StatusResponse, new: &pb::StatusResponse) -> bool {
-    let shape = |s: &pb::StatusResponse| {
-        s.models
-            .iter()
-            .map(|m| {
-                (
-                    m.name.clone(),
-                    m.loaded,
-                    m.aliases.clone(),
-                    m.id.clone(),
-                    m.loaded_at,
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    old.memory_limit_bytes != new.memory_limit_bytes || shape(old) != shape(new)
+    old.memory_limit_bytes != new.memory_limit_bytes
+        || old.models.len() != new.models.len()
+        || old.models.iter().zip(&new.models).any(|(a, b)| {
+            a.name != b.name
+                || a.loaded != b.loaded
+                || a.id != b.id
+                || a.loaded_at != b.loaded_at
+                || a.aliases != b.aliases
+        })
 }
 
 /// `snapshot` with `view` replacing the worker of its id (or added).

@@ -21,8 +21,10 @@ use crate::memory;
 /// worker is alive.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// At most one push per watcher this often: under load, slot changes
-/// come thousands of times a second; they are coalesced, never lost.
-const MIN_INTERVAL: Duration = Duration::from_millis(2);
+/// come thousands of times a second; they are coalesced, never lost. A
+/// gateway counts its own requests itself; pushes tell it what others use
+/// and when a slot it was refused frees, which can wait this long.
+const MIN_INTERVAL: Duration = Duration::from_millis(20);
 
 pub type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::StatusResponse, Status>> + Send>>;
 
