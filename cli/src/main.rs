@@ -1,12 +1,19 @@
 //! `herd`: run Herd locally (`herd serve`), package models (`herd
-//! package`) — later also the other `docker model` verbs against a gateway.
+//! package`), and Docker Model Runner's verbs (`pull`, `run`, `ls`, `ps`, …)
+//! against any Herd gateway (`--host`, `HERD_HOST`).
 
+mod bench;
+mod client;
+mod models;
+mod ops;
 mod package;
 mod progress;
+mod run;
 mod serve;
 mod signals;
+mod table;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,6 +24,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    remote: client::Remote,
 }
 
 #[derive(Debug, Subcommand)]
@@ -25,6 +34,64 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Package a GGUF file as a Docker model artifact in the local store.
     Package(package::PackageArgs),
+    /// Pull a model into the pool (a worker's store).
+    Pull(models::RefArgs),
+    /// Push a stored model to its registry.
+    Push(models::RefArgs),
+    /// Give a stored model another name.
+    Tag(models::TagArgs),
+    /// Remove models (or tags).
+    Rm(models::RmArgs),
+    /// List the stored models.
+    #[command(alias = "list")]
+    Ls(models::LsArgs),
+    /// Show a stored model as JSON.
+    Inspect(models::RefArgs),
+    /// Chat with a model: one answer, or an interactive chat.
+    Run(run::RunArgs),
+    /// The loaded models: where, how busy, queued, until when kept.
+    Ps(ops::JsonArgs),
+    /// Disk used by stored models, per worker.
+    Df(ops::JsonArgs),
+    /// Unload idle models now.
+    Unload(ops::UnloadArgs),
+    /// The gateway's recent log lines.
+    Logs(ops::LogsArgs),
+    /// Whether the pool runs.
+    Status(ops::JsonArgs),
+    /// This herd's version, and the gateway's state.
+    Version,
+    /// Measure a model through the gateway: TTFT and tokens/s at 1, 4 and 8
+    /// concurrent requests.
+    Bench(bench::BenchArgs),
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Runs one of the verbs that talk to a gateway.
+async fn remote(command: Command, remote: client::Remote) -> anyhow::Result<i32> {
+    let client = client::Client::new(&remote)?;
+    match command {
+        Command::Pull(a) => models::transfer(&client, models::Transfer::Pull, &a.reference).await,
+        Command::Push(a) => models::transfer(&client, models::Transfer::Push, &a.reference).await,
+        Command::Tag(a) => models::tag(&client, a).await,
+        Command::Rm(a) => models::rm(&client, a).await,
+        Command::Ls(a) => models::ls(&client, a).await,
+        Command::Inspect(a) => models::inspect(&client, &a.reference).await,
+        Command::Run(a) => run::run(&client, a).await,
+        Command::Ps(a) => ops::ps(&client, a).await,
+        Command::Df(a) => ops::df(&client, a).await,
+        Command::Unload(a) => ops::unload(&client, a).await,
+        Command::Logs(a) => ops::logs(&client, a).await,
+        Command::Status(a) => ops::status(&client, a).await,
+        Command::Version => ops::version(&client).await,
+        Command::Bench(a) => bench::run(&client, a).await,
+        Command::Serve(_) | Command::Package(_) | Command::Completion { .. } => Ok(()),
+    }
+    .map(|()| 0)
 }
 
 fn main() {
@@ -51,6 +118,16 @@ fn main() {
                     }
                 }),
                 Command::Package(args) => runtime.block_on(package::run(args)).map(|()| 0),
+                Command::Completion { shell } => {
+                    clap_complete::generate(
+                        shell,
+                        &mut Cli::command(),
+                        "herd",
+                        &mut std::io::stdout(),
+                    );
+                    Ok(0)
+                }
+                command => runtime.block_on(remote(command, cli.remote)),
             };
             // Do not wait on blocking work still running (a model load that
             // began just before the shutdown): the process is ending.
@@ -60,7 +137,8 @@ fn main() {
     let status = match result {
         Ok(status) => status,
         Err(error) => {
-            eprintln!("Error: {error:?}");
+            // One line: the error and its causes, no debug dump.
+            eprintln!("Error: {error:#}");
             1
         }
     };

@@ -5,6 +5,7 @@
 mod body;
 mod connection;
 mod embed;
+mod engines;
 mod generate;
 mod info;
 mod respond;
@@ -102,6 +103,9 @@ impl HttpApp {
             Route::Store(store_route) => {
                 store::serve(&self.dispatcher, session, store_route, self.max_body_bytes).await
             }
+            Route::Running => engines::running(session, &self.dispatcher).await,
+            Route::DiskUsage => engines::disk_usage(session, &self.dispatcher).await,
+            Route::EngineStatus => engines::status(session, &self.dispatcher).await,
             Route::Unload => match body::read_limited(session, self.max_body_bytes).await {
                 Ok(body) => unload::serve(&self.dispatcher, session, &body).await,
                 Err(BodyError::Reject(err)) => {

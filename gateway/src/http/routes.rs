@@ -5,6 +5,14 @@ use http::Method;
 
 use crate::error::ApiError;
 
+/// Docker Model Runner's admin paths under `/engines/` (not engine names).
+const ADMIN_PATHS: &[&str] = &[
+    "/engines/unload",
+    "/engines/ps",
+    "/engines/df",
+    "/engines/status",
+];
+
 /// Engines a path may name under `/engines/{engine}/…`.
 pub const ENGINES: &[&str] = &["llama.cpp"];
 
@@ -28,6 +36,12 @@ pub enum Route {
     /// `POST /engines/unload` `{"models":[…]}` or `{"all":true}`: unload
     /// idle models now (Docker Model Runner's shape).
     Unload,
+    /// `GET /engines/ps`: loaded models, where, how busy, until when kept.
+    Running,
+    /// `GET /engines/df`: disk used by stored models, per worker.
+    DiskUsage,
+    /// `GET /engines/status`: whether the engines (workers) run.
+    EngineStatus,
 }
 
 /// The `/models` routes. Names may contain `/` and `:`.
@@ -52,13 +66,16 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     if path == "/models" || path.starts_with("/models/") {
         return store_route(method, path).map(Route::Store);
     }
-    let api_path = if path == "/engines/unload" {
+    let api_path = if ADMIN_PATHS.contains(&path) {
         path
     } else {
         strip_engine_prefix(path)?
     };
     let (route, allowed) = match api_path {
         "/engines/unload" => (Route::Unload, "POST"),
+        "/engines/ps" => (Route::Running, "GET"),
+        "/engines/df" => (Route::DiskUsage, "GET"),
+        "/engines/status" => (Route::EngineStatus, "GET"),
         "/" => (Route::Root, "GET"),
         "/healthz" => (Route::Health, "GET"),
         "/herd/v1/status" => (Route::Status, "GET"),

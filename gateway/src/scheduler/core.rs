@@ -196,8 +196,24 @@ pub struct ModelReport {
     pub queued: usize,
     pub running: u32,
     pub replicas: Vec<Arc<str>>,
+    /// The replicas in detail, in the order of `replicas`.
+    pub placements: Vec<ReplicaReport>,
     pub loading: Option<Arc<str>>,
     pub stats: ModelStats,
+}
+
+/// One replica, for `/engines/ps`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaReport {
+    pub worker: Arc<str>,
+    /// The name it is loaded under there.
+    pub name: String,
+    pub slots: u32,
+    pub busy: u32,
+    /// Since the last request finished (or started) on it.
+    pub idle_for: Duration,
+    /// The keep-alive that applies to it now.
+    pub keep_alive: KeepAlive,
 }
 
 /// What `unload_now` did.
@@ -522,7 +538,7 @@ impl SchedulerCore {
     }
 
     /// Per-model state, by model key.
-    pub fn report(&self) -> Vec<ModelReport> {
+    pub fn report(&self, now: Instant) -> Vec<ModelReport> {
         let mut keys: Vec<&ModelKey> = self.models.keys().collect();
         for worker in self.workers.values() {
             keys.extend(worker.replicas.keys());
@@ -553,6 +569,20 @@ impl SchedulerCore {
                     queued: model.map_or(0, |m| m.queue.len() + m.slotless.len()),
                     running: replicas.iter().map(|(_, r)| r.in_flight + r.slotless).sum(),
                     replicas: replicas.iter().map(|(id, _)| (*id).clone()).collect(),
+                    placements: replicas
+                        .iter()
+                        .map(|(id, r)| ReplicaReport {
+                            worker: (*id).clone(),
+                            name: r.name.clone(),
+                            slots: r.slots,
+                            busy: r.busy() + r.slotless,
+                            idle_for: now.saturating_duration_since(r.last_used),
+                            keep_alive: r
+                                .keep_alive
+                                .or(model.and_then(|m| m.limits.keep_alive))
+                                .unwrap_or(self.settings.keep_alive),
+                        })
+                        .collect(),
                     loading: model.and_then(|m| m.loading.clone()),
                     stats: model.map(|m| m.stats).unwrap_or_default(),
                 }

@@ -251,7 +251,7 @@ fn eviction_takes_the_least_recently_used_idle_model() {
     let order = h.loads.last().unwrap();
     assert_eq!(order.evict.len(), 1);
     assert_eq!(order.evict[0].name, "b");
-    let report = h.core.report();
+    let report = h.core.report(h.at(7));
     let b = report.iter().find(|r| r.model == key("b")).unwrap();
     assert_eq!(b.stats.evictions, 1);
 }

@@ -22,7 +22,7 @@ pub mod pool;
 pub mod queue;
 mod service;
 
-pub use self::core::{ModelReport, ModelStats, Outcome, UnloadReport};
+pub use self::core::{ModelReport, ModelStats, Outcome, ReplicaReport, UnloadReport};
 pub use keep_alive::{DEFAULT_KEEP_ALIVE, KeepAlive};
 pub use pool::ModelKey;
 pub use service::{Lease, Resolved, Scheduler};

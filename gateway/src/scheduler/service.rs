@@ -307,7 +307,7 @@ impl Scheduler {
     }
 
     pub fn report(&self) -> Vec<ModelReport> {
-        self.inner.lock().core.report()
+        self.inner.lock().core.report(Instant::now())
     }
 
     pub fn policy_name(&self) -> &'static str {
