@@ -1,5 +1,7 @@
-//! `herd`: run Herd locally (`herd serve`), package models (`herd
-//! package`) — later also the other `docker model` verbs against a gateway.
+//! `herd`: run Herd locally (`herd serve`), run the parts of a cluster
+//! (`herd gateway`, `herd worker`: the same as `herd-gateway` and
+//! `herd-worker`), package models (`herd package`) — later also the other
+//! `docker model` verbs against a gateway.
 
 mod package;
 mod progress;
@@ -23,6 +25,12 @@ struct Cli {
 enum Command {
     /// Run a gateway and one worker in this process (the embedded default).
     Serve(serve::ServeArgs),
+    /// Run a gateway (as `herd-gateway`): the OpenAI API in front of
+    /// workers, from its config or a cluster's etcd.
+    Gateway(herd_gateway::cli::GatewayArgs),
+    /// Run a worker (as `herd-worker`): models behind gRPC, registered in
+    /// a cluster's etcd with --etcd.
+    Worker(herd_worker::cli::WorkerArgs),
     /// Package a GGUF file as a Docker model artifact in the local store.
     Package(package::PackageArgs),
 }
@@ -50,6 +58,8 @@ fn main() {
                         herd_signals::DRAIN_CUT_EXIT_STATUS
                     }
                 }),
+                Command::Gateway(args) => runtime.block_on(herd_gateway::cli::run(args)),
+                Command::Worker(args) => runtime.block_on(herd_worker::cli::run(args)),
                 Command::Package(args) => runtime.block_on(package::run(args)).map(|()| 0),
             };
             // Do not wait on blocking work still running (a model load that

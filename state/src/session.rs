@@ -109,7 +109,7 @@ impl Session {
 
     /// Stops renewing and revokes the lease: its keys are deleted now
     /// rather than when it expires.
-    pub async fn close(self) -> Result<(), StateError> {
+    pub async fn close(&self) -> Result<(), StateError> {
         self.task.abort();
         let mut bound = self.shared.bound.lock().await;
         let lease = bound.lease.take();

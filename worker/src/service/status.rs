@@ -59,6 +59,8 @@ pub fn watch(service: &WorkerService) -> StatusStream {
                 }
                 () = tokio::time::sleep(HEARTBEAT) => {}
                 () = tx.closed() => return,
+                // The worker drained: the stream ends so the server can stop.
+                () = service.drain.over() => return,
             }
         }
     });
@@ -127,6 +129,7 @@ fn build(service: &WorkerService) -> pb::StatusResponse {
         memory_limit_bytes: capacity.memory_limit_bytes,
         max_loaded_models: capacity.max_loaded_models,
         revision,
+        draining: service.drain.is_draining(),
     }
 }
 
