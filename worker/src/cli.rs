@@ -97,6 +97,10 @@ pub struct WorkerArgs {
     /// gRPC listen address; overrides the file.
     #[arg(long, env = "HERD_WORKER_LISTEN")]
     listen: Option<std::net::SocketAddr>,
+    /// This worker's id, unique in the pool (default: the advertised
+    /// address in a cluster, else `worker-<port>`); overrides `worker_id`.
+    #[arg(long, env = "HERD_WORKER_ID")]
+    worker_id: Option<String>,
     /// A GGUF model to serve in addition to the file's.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -198,6 +202,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(id) = args.worker_id {
+        config.worker_id = Some(id);
     }
     if let Some(mode) = args.gpu {
         config.gpu.mode = mode;
