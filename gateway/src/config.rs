@@ -320,6 +320,7 @@ mod tests {
         assert_eq!(config.workers.len(), 1);
         assert_eq!(config.header_timeout(), DEFAULT_HEADER_TIMEOUT);
         assert_eq!(config.scheduler, SchedulerConfig::default());
+        assert_eq!(config.cluster, ClusterConfig::default());
         assert_eq!(
             config.models["ai/smollm2"].keep_alive,
             Some(KeepAlive::For(Duration::from_secs(600)))

@@ -83,6 +83,12 @@ impl Gateway {
             self.store.clone(),
             self.config.cluster.lease_ttl(),
         ));
+        let mut lease = session.status();
+        let _ = tokio::time::timeout(
+            herd_state::CALL_TIMEOUT,
+            lease.wait_for(|s| *s != herd_state::SessionStatus::Starting),
+        )
+        .await;
         let record = GatewayRecord {
             id: id.clone(),
             listen: self.local_addr.to_string(),

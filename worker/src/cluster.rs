@@ -120,6 +120,14 @@ impl Registration {
         ttl: Duration,
     ) -> Self {
         let session = Session::start(store, ttl);
+        // The first lease, if the store answers soon; else the session
+        // writes the record when it does.
+        let mut status = session.status();
+        let _ = tokio::time::timeout(
+            herd_state::CALL_TIMEOUT,
+            status.wait_for(|s| *s != SessionStatus::Starting),
+        )
+        .await;
         let key = keys.worker(&record.id);
         if let Err(e) = session.put(&key, encode(&record)).await {
             tracing::warn!(error = %e, "not registered yet; retrying in the background");

@@ -367,6 +367,7 @@ mod tests {
         assert_eq!(config.store.default_registry, "docker.io");
         assert_eq!(config.store.path, Path::new("/var/lib/herd/models"));
         assert_eq!(config.gpu, crate::gpu::GpuSettings::default());
+        assert_eq!(config.cluster, crate::cluster::ClusterSettings::default());
     }
 
     #[test]
