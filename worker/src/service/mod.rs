@@ -54,6 +54,8 @@ pub struct WorkerService {
     configured: Arc<[ModelConfig]>,
     capacity: Capacity,
     drain: Arc<DrainState>,
+    /// The status last pushed to watchers, shared by all of them.
+    pushed: Arc<status::Pushed>,
 }
 
 impl std::fmt::Debug for WorkerService {
@@ -73,6 +75,7 @@ impl WorkerService {
             configured: Arc::from([]),
             capacity: Capacity::default(),
             drain: Arc::default(),
+            pushed: Arc::default(),
         }
     }
 
