@@ -265,6 +265,28 @@ impl Drop for Process {
     }
 }
 
+impl Worker {
+    /// The worker's `grpc.health.v1` status for `service` (`""` = overall).
+    pub async fn health(&self, service: &str) -> i32 {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_client::HealthClient;
+        let channel = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = HealthClient::new(channel);
+        client
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+    }
+}
+
 impl Gateway {
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = self
@@ -329,9 +351,25 @@ impl Gateway {
 
     /// A chat request; streamed or not.
     pub async fn chat(&self, model: &str, prompt: &str, max_tokens: u32, stream: bool) -> Answer {
+        self.chat_with(model, &[("user", prompt)], max_tokens, stream)
+            .await
+    }
+
+    /// A chat request with these `(role, content)` messages.
+    pub async fn chat_with(
+        &self,
+        model: &str,
+        messages: &[(&str, &str)],
+        max_tokens: u32,
+        stream: bool,
+    ) -> Answer {
+        let messages: Vec<Value> = messages
+            .iter()
+            .map(|(role, content)| json!({"role": role, "content": content}))
+            .collect();
         let body = json!({
             "model": model,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": messages,
             "max_tokens": max_tokens,
             "stream": stream,
         });

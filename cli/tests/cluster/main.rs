@@ -78,6 +78,21 @@ async fn two_gateways_share_three_mock_workers_and_serve_two_models() {
         served.insert((gateway.clone(), *model));
     }
     assert_eq!(served.len(), 4, "each gateway served each model");
+    // Prefix affinity: one system prompt lands on one worker, whichever
+    // gateway is asked (both hash the prefix over the same worker ids).
+    let system = "You are the release-notes agent. ".repeat(40);
+    let mut by_prefix = HashSet::new();
+    for i in 0..6 {
+        let question = format!("question {i}");
+        let answer = gateways[i % 2]
+            .chat_with("m1", &[("system", &system), ("user", &question)], 4, false)
+            .await;
+        let Answer::Complete { worker } = answer else {
+            panic!("{answer:?}");
+        };
+        by_prefix.insert(worker);
+    }
+    assert_eq!(by_prefix.len(), 1, "{by_prefix:?}");
     // Each model was loaded once per replica, by one gateway or the other.
     for model in ["m1", "m2"] {
         let loads = gateways[0].model_stat(model, "loads").await
@@ -294,6 +309,8 @@ async fn sigterm_drains_a_mock_worker_and_nothing_new_reaches_it() {
     ];
     let gateway = Arc::new(pool.gateway("g1").await);
     gateway.wait_for_workers(2, 2, 10.0).await;
+    // 1 = SERVING.
+    assert_eq!(workers[0].health("").await, 1);
     // Six requests of about 3 s each.
     let running: Vec<_> = (0..6)
         .map(|i| {
@@ -328,6 +345,10 @@ async fn sigterm_drains_a_mock_worker_and_nothing_new_reaches_it() {
             || !gateway.worker_ids().await.contains(&victim)
     })
     .await;
+    // Its gRPC health says so too (2 = NOT_SERVING).
+    for service in ["", "herd.worker.v1.Worker"] {
+        assert_eq!(workers[index].health(service).await, 2, "{service:?}");
+    }
     // New requests while it drains go elsewhere.
     let fresh = join_all((0..10).map(|i| {
         let gateway = &gateway;
