@@ -1,6 +1,8 @@
-//! `herd`: run Herd locally (`herd serve`), package models (`herd
-//! package`), and Docker Model Runner's verbs (`pull`, `run`, `ls`, `ps`, …)
-//! against any Herd gateway (`--host`, `HERD_HOST`).
+//! `herd`: run Herd locally (`herd serve`), run the parts of a cluster
+//! (`herd gateway`, `herd worker`: the same as `herd-gateway` and
+//! `herd-worker`), package models (`herd package`), and Docker Model
+//! Runner's verbs (`pull`, `run`, `ls`, `ps`, …) against any Herd gateway
+//! (`--host`, `HERD_HOST`).
 
 mod bench;
 mod client;
@@ -32,6 +34,12 @@ struct Cli {
 enum Command {
     /// Run a gateway and one worker in this process (the embedded default).
     Serve(serve::ServeArgs),
+    /// Run a gateway (as `herd-gateway`): the OpenAI API in front of
+    /// workers, from its config or a cluster's etcd.
+    Gateway(herd_gateway::cli::GatewayArgs),
+    /// Run a worker (as `herd-worker`): models behind gRPC, registered in
+    /// a cluster's etcd with --etcd.
+    Worker(herd_worker::cli::WorkerArgs),
     /// Package a GGUF file as a Docker model artifact in the local store.
     Package(package::PackageArgs),
     /// Pull a model into the pool (a worker's store).
@@ -89,7 +97,11 @@ async fn remote(command: Command, remote: client::Remote) -> anyhow::Result<i32>
         Command::Status(a) => ops::status(&client, a).await,
         Command::Version => ops::version(&client).await,
         Command::Bench(a) => bench::run(&client, a).await,
-        Command::Serve(_) | Command::Package(_) | Command::Completion { .. } => Ok(()),
+        Command::Serve(_)
+        | Command::Gateway(_)
+        | Command::Worker(_)
+        | Command::Package(_)
+        | Command::Completion { .. } => Ok(()),
     }
     .map(|()| 0)
 }
@@ -117,6 +129,8 @@ fn main() {
                         herd_signals::DRAIN_CUT_EXIT_STATUS
                     }
                 }),
+                Command::Gateway(args) => runtime.block_on(herd_gateway::cli::run(args)),
+                Command::Worker(args) => runtime.block_on(herd_worker::cli::run(args)),
                 Command::Package(args) => runtime.block_on(package::run(args)).map(|()| 0),
                 Command::Completion { shell } => {
                     clap_complete::generate(

@@ -1,5 +1,6 @@
 //! `herd serve`: a gateway and one worker in one process, the worker reached
-//! over a loopback gRPC listener, membership in the in-memory state store.
+//! over a loopback gRPC listener, membership in the in-memory state store:
+//! the worker registers there under a lease as it would in etcd.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,8 +10,9 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 use herd_gateway::drain::DrainReport;
-use herd_gateway::state::{MemoryStateStore, StateStore, WorkerRecord};
+use herd_gateway::state::{Keys, MemoryStore, StateStore, WorkerRecord};
 use herd_gateway::{Gateway, GatewayConfig};
+use herd_worker::cluster::Registration;
 use herd_worker::config::StoreSettings;
 use herd_worker::gpu::{GpuMode, GpuSettings};
 use herd_worker::{Catalog, GrpcServer, LlamaEngine, ModelConfig, WorkerConfig};
@@ -132,13 +134,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<DrainReport> {
     .with_catalog(catalog)
     .with_models(worker_config.models.clone())
     .with_capacity(capacity);
-    let store = Arc::new(MemoryStateStore::default());
-    store
-        .register_worker(WorkerRecord {
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let registration = Registration::start(
+        store.clone(),
+        &Keys::new(&gateway_config.cluster.prefix),
+        WorkerRecord {
             id: worker.worker_id().to_owned(),
             endpoint: format!("http://{}", worker.local_addr()),
-        })
-        .await?;
+            memory_limit_bytes: capacity.memory_limit_bytes,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..WorkerRecord::default()
+        },
+        worker_config.cluster.lease_ttl(),
+    )
+    .await;
     let listen = gateway_config.listen;
     let gateway = Gateway::bind(gateway_config, store)
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -168,6 +177,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<DrainReport> {
 
     // The gateway drains its requests first; then the worker stops.
     let report = gateway.run(shutdown).await;
+    let _ = registration.deregister().await;
     let _ = stop_worker.send(true);
     // Generations the gateway gave up on are cancelled as their streams
     // close; do not wait on stragglers for long.
@@ -199,6 +209,7 @@ fn worker_config(args: &ServeArgs) -> WorkerConfig {
             ..GpuSettings::default()
         },
         memory_limit: args.memory_limit,
+        cluster: Default::default(),
     }
 }
 
@@ -229,6 +240,11 @@ fn gateway_config(args: &ServeArgs, default_registry: &str) -> anyhow::Result<Ga
     }
     config.default_registry = default_registry.to_owned();
     config.validate()?;
+    if !config.cluster.etcd.is_empty() {
+        bail!(
+            "`cluster.etcd` is for `herd gateway`: `herd serve` runs its one worker with an in-memory state store"
+        );
+    }
     Ok(config)
 }
 

@@ -39,11 +39,18 @@ async fn more_clients_than_slots_all_get_answers() {
 #[tokio::test]
 async fn client_leaving_mid_stream_stops_the_generation() {
     let herd = Herd::start(1).await;
-    let mut body = chat("Count from one to one thousand, in words.", 4000);
-    body["stream"] = json!(true);
+    // A raw counting prompt: the model continues it for as long as allowed
+    // (a chat answer may end after a few tokens).
+    let body = json!({
+        "model": common::MODEL,
+        "prompt": "1, 2, 3, 4, 5, 6, 7,",
+        "temperature": 0,
+        "max_tokens": 4000,
+        "stream": true,
+    });
     let resp = herd
         .http
-        .post(format!("{}/v1/chat/completions", herd.url))
+        .post(format!("{}/v1/completions", herd.url))
         .json(&body)
         .send()
         .await

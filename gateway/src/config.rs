@@ -36,6 +36,8 @@ pub struct GatewayConfig {
     pub header_timeout_secs: u64,
     /// Workers to route to when no shared state store is used.
     pub workers: Vec<StaticWorker>,
+    /// Cluster mode: workers discovered in etcd, shared with other gateways.
+    pub cluster: ClusterConfig,
     /// Where model names without a registry point, as on the workers:
     /// a request for `ai/smollm2` reaches a worker serving
     /// `ai/smollm2:latest` from `docker.io`.
@@ -104,6 +106,40 @@ impl SchedulerConfig {
     }
 }
 
+/// The `[cluster]` section: where workers register and gateways share
+/// state (docs/cluster.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd endpoints (`http://host:port`). Empty: no cluster — the workers
+    /// are `[[workers]]` (or the one `herd serve` runs).
+    pub etcd: Vec<String>,
+    /// Key prefix in etcd; several pools may share one etcd.
+    pub prefix: String,
+    /// Time to live of this gateway's lease (its record and its load
+    /// claims vanish this long after it dies), in seconds.
+    pub lease_ttl_secs: u64,
+    /// This gateway's id in the cluster; default `<hostname>:<port>`.
+    pub gateway_id: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            etcd: Vec::new(),
+            prefix: herd_state::DEFAULT_PREFIX.to_owned(),
+            lease_ttl_secs: herd_state::settings::DEFAULT_LEASE_TTL.as_secs(),
+            gateway_id: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
+    }
+}
+
 /// A `[models."name"]` section: what differs for one model.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -131,6 +167,7 @@ impl Default for GatewayConfig {
             shutdown_grace_secs: 10,
             header_timeout_secs: DEFAULT_HEADER_TIMEOUT.as_secs(),
             workers: Vec::new(),
+            cluster: ClusterConfig::default(),
             default_registry: herd_store::reference::DOCKER_HUB.into(),
             scheduler: SchedulerConfig::default(),
             models: BTreeMap::new(),
@@ -224,6 +261,27 @@ impl GatewayConfig {
         if let Err(e) = herd_store::reference::check_registry(&self.default_registry) {
             return Err(invalid("default_registry", &e.to_string()));
         }
+        let cluster = &self.cluster;
+        herd_state::settings::check_endpoints(&cluster.etcd)
+            .map_err(|reason| invalid("cluster.etcd", &reason))?;
+        herd_state::settings::check_prefix(&cluster.prefix)
+            .map_err(|reason| invalid("cluster.prefix", &reason))?;
+        herd_state::settings::check_lease_ttl(cluster.lease_ttl_secs)
+            .map_err(|reason| invalid("cluster.lease_ttl_secs", &reason))?;
+        if cluster.gateway_id.as_deref().is_some_and(|id| {
+            id.is_empty() || id.contains('/') || id.chars().any(char::is_whitespace)
+        }) {
+            return Err(invalid(
+                "cluster.gateway_id",
+                "must be non-empty, without `/` or spaces",
+            ));
+        }
+        if !cluster.etcd.is_empty() && !self.workers.is_empty() {
+            return Err(invalid(
+                "workers",
+                "static workers and cluster.etcd exclude each other: workers register in etcd",
+            ));
+        }
         for (i, w) in self.workers.iter().enumerate() {
             if w.id.is_empty() {
                 return Err(invalid(&format!("workers[{i}].id"), "must not be empty"));
@@ -262,6 +320,7 @@ mod tests {
         assert_eq!(config.workers.len(), 1);
         assert_eq!(config.header_timeout(), DEFAULT_HEADER_TIMEOUT);
         assert_eq!(config.scheduler, SchedulerConfig::default());
+        assert_eq!(config.cluster, ClusterConfig::default());
         assert_eq!(
             config.models["ai/smollm2"].keep_alive,
             Some(KeepAlive::For(Duration::from_secs(600)))
@@ -303,6 +362,30 @@ mod tests {
         let config: GatewayConfig = toml::from_str("header_timeout_secs = 0").unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("header_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let config: GatewayConfig = toml::from_str(
+            "[cluster]\netcd = ['http://127.0.0.1:2379']\nprefix = '/pool-a/'\nlease_ttl_secs = 5",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.cluster.lease_ttl(), Duration::from_secs(5));
+        for (text, field) in [
+            ("[cluster]\netcd = ['127.0.0.1:2379']", "cluster.etcd"),
+            ("[cluster]\nprefix = 'herd'", "cluster.prefix"),
+            ("[cluster]\nlease_ttl_secs = 0", "cluster.lease_ttl_secs"),
+            ("[cluster]\ngateway_id = 'a b'", "cluster.gateway_id"),
+            (
+                "[[workers]]\nid = 'w'\nendpoint = 'http://h:1'\n[cluster]\netcd = ['http://e:2379']",
+                "workers",
+            ),
+        ] {
+            let config: GatewayConfig = toml::from_str(text).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
     }
 
     #[test]

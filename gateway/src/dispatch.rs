@@ -6,7 +6,9 @@
 //! - the model is no longer loaded there: back to the queue (the scheduler
 //!   has dropped that replica and places the model again if needed);
 //! - the worker is gone or unreachable, nothing sent yet: retried once on
-//!   another worker;
+//!   another worker (a generation counts as started only once its first
+//!   event arrived, so a worker that dies before producing anything is
+//!   retried too);
 //! - anything else (a bad request, an engine failure): to the client.
 //!
 //! The returned [`Generation`] holds its slot until it is dropped.
@@ -35,6 +37,9 @@ pub const QUEUE_MS_HEADER: &str = "x-herd-queue-ms";
 #[derive(Debug)]
 pub struct Generation {
     pub events: Streaming<pb::GenerateEvent>,
+    /// Its first event, read before the generation was handed over (`None`:
+    /// the stream ended at once).
+    pub first: Option<pb::GenerateEvent>,
     pub lease: Lease,
 }
 
@@ -109,14 +114,17 @@ impl Dispatcher {
             let mut request = request.clone();
             request.model = name;
             async move {
-                client
-                    .generate(request)
-                    .await
-                    .map(tonic::Response::into_inner)
+                let mut events = client.generate(request).await?.into_inner();
+                let first = events.message().await?;
+                Ok((events, first))
             }
         })
         .await
-        .map(|(events, lease)| Generation { events, lease })
+        .map(|((events, first), lease)| Generation {
+            events,
+            first,
+            lease,
+        })
     }
 
     /// Embeds on a replica of the model. Embeddings run on the worker's

@@ -7,8 +7,10 @@
 //! queues it per model, places the model on a worker if needed and picks a
 //! replica with a [`routing`] policy; the gRPC call starts) → [`http`]
 //! streams the answer back. Workers are known through the [`workers`]
-//! snapshot. Errors become HTTP in one place, [`error::ApiError`].
+//! snapshot, which follows the shared [`state`] store (etcd in a cluster).
+//! Errors become HTTP in one place, [`error::ApiError`].
 
+pub mod cli;
 pub mod config;
 pub mod context;
 pub mod dispatch;
@@ -19,8 +21,11 @@ pub mod openai;
 pub mod routing;
 pub mod scheduler;
 pub mod server;
-pub mod state;
 pub mod workers;
+
+/// The state seam (workers register, gateways watch): the `herd-state`
+/// crate.
+pub use herd_state as state;
 
 pub use config::GatewayConfig;
 pub use server::Gateway;

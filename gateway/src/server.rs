@@ -1,11 +1,14 @@
 //! Binding and running the gateway: a pingora listening service on a socket
 //! bound up front (so port 0 works and the address is known before serving),
-//! the worker registry and the pool scheduler, and graceful shutdown.
+//! the worker registry following the state store, the pool scheduler, this
+//! gateway's own record and load claims in the store, and graceful
+//! shutdown.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
+use herd_state::{Claims, GatewayRecord, Keys, Membership, Session, StateStore};
 use pingora::server::{Fds, ListenFds};
 use pingora::services::Service as _;
 use pingora::services::listening::Service;
@@ -16,7 +19,6 @@ use crate::dispatch::Dispatcher;
 use crate::drain::DrainReport;
 use crate::http::HttpApp;
 use crate::scheduler::Scheduler;
-use crate::state::StateStore;
 use crate::workers::Registry;
 
 /// A bound, not yet serving gateway.
@@ -25,11 +27,14 @@ pub struct Gateway {
     listener: TcpListener,
     local_addr: SocketAddr,
     registry: Arc<Registry>,
+    store: Arc<dyn StateStore>,
     config: GatewayConfig,
 }
 
 impl Gateway {
-    /// Binds the configured address; workers come from `store`.
+    /// Binds the configured address; workers come from `store` (etcd in a
+    /// cluster, or a [`herd_state::MemoryStore`] holding the static or
+    /// embedded workers), under `config.cluster.prefix`.
     pub fn bind(config: GatewayConfig, store: Arc<dyn StateStore>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
@@ -37,8 +42,21 @@ impl Gateway {
         Ok(Self {
             listener,
             local_addr,
-            registry: Arc::new(Registry::new(store)),
+            registry: Arc::new(Registry::new()),
+            store,
             config,
+        })
+    }
+
+    /// This gateway's id in the cluster: configured, or `<hostname>:<port>`.
+    pub fn id(&self) -> String {
+        self.config.cluster.gateway_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty() && !h.contains('/'))
+                .unwrap_or_else(|| "gateway".to_owned());
+            format!("{host}:{}", self.local_addr.port())
         })
     }
 
@@ -55,10 +73,39 @@ impl Gateway {
     /// queued finish within the grace period, and cuts those still there
     /// after it (see [`crate::drain`]).
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> DrainReport {
-        let scheduler = Scheduler::new(&self.config, self.registry.clone());
+        let id = self.id();
+        let keys = Keys::new(&self.config.cluster.prefix);
+        let (membership, membership_task) =
+            Membership::follow(self.store.clone(), keys.clone(), shutdown.clone());
+        // This gateway's lease carries its record and its load claims: they
+        // vanish within the TTL if it dies.
+        let session = Arc::new(Session::start(
+            self.store.clone(),
+            self.config.cluster.lease_ttl(),
+        ));
+        let mut lease = session.status();
+        let _ = tokio::time::timeout(
+            herd_state::CALL_TIMEOUT,
+            lease.wait_for(|s| *s != herd_state::SessionStatus::Starting),
+        )
+        .await;
+        let record = GatewayRecord {
+            id: id.clone(),
+            listen: self.local_addr.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: herd_state::unix_ms() / 1000,
+        };
+        if let Err(e) = session
+            .put(&keys.gateway(&id), herd_state::encode(&record))
+            .await
+        {
+            tracing::debug!(error = %e, "the gateway's record is not written yet; retrying in the background");
+        }
+        let claims = Claims::new(self.store.clone(), keys, session.clone(), id.clone());
+        let scheduler = Scheduler::new(&self.config, self.registry.clone(), Some(claims));
         let follower = self
             .registry
-            .start(scheduler.clone(), shutdown.clone())
+            .start(scheduler.clone(), membership, shutdown.clone())
             .await;
         let scheduling = tokio::spawn(scheduler.clone().run(shutdown.clone()));
         let dispatcher = Dispatcher::new(
@@ -79,7 +126,7 @@ impl Gateway {
         let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
         let mut service = Service::new("herd-gateway".to_owned(), app);
         service.add_tcp(&key);
-        tracing::info!(addr = %self.local_addr, policy = ?self.config.scheduler.policy, "gateway listening");
+        tracing::info!(addr = %self.local_addr, gateway = %id, policy = ?self.config.scheduler.policy, "gateway listening");
         // Returns when the signal stops the accept loop; the listening
         // socket is closed then, so new connections are refused.
         service.start_service(Some(fds), shutdown, 1).await;
@@ -89,6 +136,10 @@ impl Gateway {
         let report = drain.finish(self.config.shutdown_grace()).await;
         follower.abort();
         scheduling.abort();
+        membership_task.abort();
+        if let Err(e) = session.close().await {
+            tracing::debug!(error = %e, "cannot revoke the gateway's lease; it expires");
+        }
         tracing::info!(cut = report.cut, "gateway stopped");
         report
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herd_gateway::drain::DrainReport;
-use herd_gateway::state::MemoryStateStore;
+use herd_gateway::state::MemoryStore;
 use herd_gateway::{Gateway, GatewayConfig};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -30,7 +30,7 @@ struct TestGateway {
 
 async fn start(mut config: GatewayConfig) -> TestGateway {
     config.listen = "127.0.0.1:0".parse().unwrap();
-    let gateway = Gateway::bind(config, Arc::new(MemoryStateStore::default())).unwrap();
+    let gateway = Gateway::bind(config, Arc::new(MemoryStore::new())).unwrap();
     let addr = gateway.local_addr();
     let (stop, shutdown) = watch::channel(false);
     let run = tokio::spawn(gateway.run(shutdown));

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use clap::Parser;
-use herd_gateway::state::{MemoryStateStore, StateStore, WorkerRecord};
+use herd_gateway::state::{Keys, MemoryStore, StateStore, WorkerRecord, encode};
 use herd_gateway::{Gateway, GatewayConfig};
 use herd_loadtest::{Args, Report, chart, run};
 use herd_worker::{GrpcServer, MockConfig, MockEngine};
@@ -34,12 +34,14 @@ async fn start_mock_cluster() -> Cluster {
         .await
         .unwrap();
     let worker_url = format!("grpc://{}", worker.local_addr());
-    let store = Arc::new(MemoryStateStore::default());
+    let store = Arc::new(MemoryStore::new());
+    let record = WorkerRecord {
+        id: worker.worker_id().to_owned(),
+        endpoint: format!("http://{}", worker.local_addr()),
+        ..WorkerRecord::default()
+    };
     store
-        .register_worker(WorkerRecord {
-            id: worker.worker_id().to_owned(),
-            endpoint: format!("http://{}", worker.local_addr()),
-        })
+        .put(&Keys::default().worker(&record.id), encode(&record), None)
         .await
         .unwrap();
     let (stop, stopped) = watch::channel(false);

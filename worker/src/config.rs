@@ -49,6 +49,8 @@ pub struct WorkerConfig {
     /// places models within it. Default: the GPUs' memory when offloading,
     /// else the host's.
     pub memory_limit: Option<MemorySize>,
+    /// Registration in a cluster's etcd, and draining.
+    pub cluster: crate::cluster::ClusterSettings,
 }
 
 /// A byte count written as a number of bytes or a size with a unit
@@ -90,6 +92,7 @@ impl Default for WorkerConfig {
             store: StoreSettings::default(),
             gpu: crate::gpu::GpuSettings::default(),
             memory_limit: None,
+            cluster: crate::cluster::ClusterSettings::default(),
         }
     }
 }
@@ -309,7 +312,7 @@ impl WorkerConfig {
                 "must be between 16 and 1048576",
             ));
         }
-        Ok(())
+        self.cluster.validate()
     }
 
     /// What the worker reports it may hold: `memory_limit`, else the GPUs'
@@ -364,6 +367,7 @@ mod tests {
         assert_eq!(config.store.default_registry, "docker.io");
         assert_eq!(config.store.path, Path::new("/var/lib/herd/models"));
         assert_eq!(config.gpu, crate::gpu::GpuSettings::default());
+        assert_eq!(config.cluster, crate::cluster::ClusterSettings::default());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! decode loop (`engine::llama::runner`), which batches every active slot.
 
 pub mod catalog;
+pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -11,8 +11,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+
 use crate::engine::Engine;
-use crate::service::WorkerService;
+use crate::service::{Drain, WorkerService};
 
 /// Largest gRPC message either way: above the gateway's largest request body
 /// and the largest embedding batch.
@@ -25,6 +28,8 @@ pub struct GrpcServer {
     service: WorkerService,
     local_addr: SocketAddr,
     worker_id: String,
+    health: HealthReporter,
+    drain: Drain,
 }
 
 impl GrpcServer {
@@ -35,14 +40,28 @@ impl GrpcServer {
         worker_id: Option<String>,
         engine: Arc<dyn Engine>,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(listen).await?;
+        Self::from_listener(TcpListener::bind(listen).await?, worker_id, engine)
+    }
+
+    /// Serves on a bound `listener`. The worker id defaults to
+    /// `worker-<port>`.
+    pub fn from_listener(
+        listener: TcpListener,
+        worker_id: Option<String>,
+        engine: Arc<dyn Engine>,
+    ) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let worker_id = worker_id.unwrap_or_else(|| format!("worker-{}", local_addr.port()));
+        let service = WorkerService::new(engine.clone(), worker_id.clone());
+        let health = HealthReporter::new();
+        let drain = Drain::new(service.drain_state(), engine, health.clone());
         Ok(Self {
             listener,
-            service: WorkerService::new(engine, worker_id.clone()),
+            service,
             local_addr,
             worker_id,
+            health,
+            drain,
         })
     }
 
@@ -75,13 +94,31 @@ impl GrpcServer {
         &self.worker_id
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight calls.
+    /// The handle that drains this worker: marks it draining (status, gRPC
+    /// health, refusals), waits for its generations, ends its status
+    /// streams.
+    pub fn drain(&self) -> Drain {
+        self.drain.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then ends the status streams and
+    /// finishes the calls in flight (a drain, [`GrpcServer::drain`], runs
+    /// before `shutdown` resolves).
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let health = self.health.clone();
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
         health.set_serving::<WorkerServer<WorkerService>>().await;
+        let health_service = HealthServer::new(HealthService::from_health_reporter(health));
+        let drain = self.drain.clone();
+        let shutdown = async move {
+            shutdown.await;
+            drain.finish();
+        };
         tracing::info!(addr = %self.local_addr, worker_id = %self.worker_id, "worker gRPC listening");
         tonic::transport::Server::builder()
             .tcp_nodelay(true)

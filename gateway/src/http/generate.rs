@@ -2,13 +2,16 @@
 //! worker, then either collect the whole answer or stream it as SSE chunks.
 //! A client that goes away at any point drops the gRPC stream, which stops
 //! the generation on the worker; so does the end of the shutdown grace
-//! period, after telling the client (see [`crate::drain`]).
+//! period, after telling the client (see [`crate::drain`]). A non-streaming
+//! request whose worker dies mid-generation has sent its client nothing: it
+//! is run again once, elsewhere.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
 use futures::FutureExt;
+use herd_proto::error::{FailureClass, WorkerFailure};
 use herd_proto::v1 as pb;
 use herd_proto::v1::generate_event::Event;
 use http::StatusCode;
@@ -53,6 +56,8 @@ pub async fn serve(
         }
         Err(err) => return respond::error(session, &err).await,
     };
+    // Kept to run again if the worker dies before the answer is sent.
+    let retry = (!request.stream).then(|| generate.clone());
     let dispatched = tokio::select! {
         dispatched = dispatcher.generate(&ctx, generate) => dispatched,
         interrupt = interrupted(session, drain) => {
@@ -91,7 +96,8 @@ pub async fn serve(
         )
         .await
     } else {
-        collect(session, &meta, generation, &headers, drain).await
+        let rerun = retry.map(|request| (dispatcher, &ctx, request));
+        collect(session, &meta, generation, &headers, drain, rerun).await
     }
 }
 
@@ -117,6 +123,8 @@ enum Next {
     Text(String),
     Finished(pb::GenerateFinished),
     Failed(ApiError),
+    /// The worker went away (killed, unreachable) mid-generation.
+    WorkerGone(ApiError),
     ClientGone,
     /// The shutdown grace period is over.
     Cut,
@@ -130,6 +138,9 @@ async fn next_event(
     meta: &ResponseMeta,
     drain: &Drain,
 ) -> Next {
+    if let Some(first) = generation.first.take() {
+        return event(first);
+    }
     let message = tokio::select! {
         message = generation.events.message() => message,
         interrupt = interrupted(session, drain) => return match interrupt {
@@ -138,31 +149,43 @@ async fn next_event(
         },
     };
     match message {
-        Ok(Some(pb::GenerateEvent {
-            event: Some(Event::Delta(delta)),
-        })) => Next::Text(delta.text),
-        Ok(Some(pb::GenerateEvent {
-            event: Some(Event::Finished(finished)),
-        })) => Next::Finished(finished),
-        Ok(Some(pb::GenerateEvent { event: None })) => Next::Text(String::new()),
+        Ok(Some(message)) => event(message),
         Ok(None) => Next::Failed(ApiError::Upstream(
             "the worker ended the stream without finishing".into(),
         )),
-        Err(status) => Next::Failed(
-            ApiError::from_status(&status, &meta.model).for_input(meta.endpoint.input_param()),
-        ),
+        Err(status) => {
+            let err =
+                ApiError::from_status(&status, &meta.model).for_input(meta.endpoint.input_param());
+            if WorkerFailure::from_status(&status).class == FailureClass::Gone {
+                Next::WorkerGone(err)
+            } else {
+                Next::Failed(err)
+            }
+        }
     }
 }
 
-/// Non-streaming: gather the text, answer once.
+fn event(message: pb::GenerateEvent) -> Next {
+    match message.event {
+        Some(Event::Delta(delta)) => Next::Text(delta.text),
+        Some(Event::Finished(finished)) => Next::Finished(finished),
+        None => Next::Text(String::new()),
+    }
+}
+
+/// Non-streaming: gather the text, answer once. With `rerun`, a worker
+/// that goes away mid-generation is replaced once: the request runs again
+/// from the start on another worker.
 async fn collect(
     session: &mut ServerSession,
     meta: &ResponseMeta,
     mut generation: Generation,
     headers: &respond::Extra,
     drain: &Drain,
+    mut rerun: Option<(&Dispatcher, &Arc<RequestContext>, pb::GenerateRequest)>,
 ) -> bool {
     let mut text = String::new();
+    let mut headers = std::borrow::Cow::Borrowed(headers);
     let finished = loop {
         match next_event(session, &mut generation, meta, drain).await {
             Next::ClientGone => return false,
@@ -172,7 +195,35 @@ async fn collect(
             }
             Next::Finished(finished) => break finished,
             Next::Text(delta) => text.push_str(&delta),
-            Next::Failed(err) => return respond::error_with(session, &err, headers).await,
+            Next::WorkerGone(err) if rerun.is_some() => {
+                let Some((dispatcher, ctx, request)) = rerun.take() else {
+                    continue;
+                };
+                tracing::warn!(request_id = %meta.id, worker = %generation.lease.grant.worker, error = %err, "worker gone mid-generation; running the request again elsewhere");
+                generation
+                    .lease
+                    .set_outcome(crate::scheduler::Outcome::WorkerGone);
+                drop(generation);
+                let dispatched = tokio::select! {
+                    dispatched = dispatcher.generate(ctx, request) => dispatched,
+                    _ = interrupted(session, drain) => return false,
+                };
+                match dispatched {
+                    Ok(again) => {
+                        headers =
+                            std::borrow::Cow::Owned(dispatcher.response_headers(&again.lease));
+                        generation = again;
+                        text.clear();
+                    }
+                    Err(err) => {
+                        let err = err.for_input(meta.endpoint.input_param());
+                        return respond::error(session, &err).await;
+                    }
+                }
+            }
+            Next::Failed(err) | Next::WorkerGone(err) => {
+                return respond::error_with(session, &err, &headers).await;
+            }
         }
     };
     release(generation);
@@ -192,7 +243,7 @@ async fn collect(
         StatusCode::OK,
         "application/json",
         body.into(),
-        headers,
+        &headers,
     )
     .await
 }
@@ -260,7 +311,7 @@ async fn stream(
                     )));
                 }
             }
-            Next::Failed(err) => {
+            Next::Failed(err) | Next::WorkerGone(err) => {
                 // Headers are out; report in-band as OpenAI does, then end.
                 tracing::warn!(request_id = %meta.id, error = %err, "generation failed mid-stream");
                 out.put(sse::event(

@@ -1,4 +1,5 @@
-//! The read-only routes: `/v1/models`, `/v1/models/{id}`, `/herd/v1/status`.
+//! The read-only routes: `/v1/models`, `/v1/models/{id}`, `/herd/v1/status`,
+//! `/readyz`.
 
 use std::time::Duration;
 
@@ -12,6 +13,25 @@ use crate::dispatch::Dispatcher;
 use crate::error::ApiError;
 use crate::openai::response::{ModelObject, model_list};
 use crate::workers::Registry;
+
+/// `/readyz`: 200 `ready` when the state store answers and a worker is
+/// healthy; 200 `degraded` when the state store is unreachable but the last
+/// view still has a healthy worker (requests are served; membership changes
+/// wait for the store); 503 `not_ready` with no healthy worker.
+pub async fn ready(session: &mut ServerSession, registry: &Registry) -> bool {
+    let readiness = registry.readiness();
+    let (code, status) = match readiness {
+        r if r.healthy == 0 => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        r if !r.store_connected => (StatusCode::OK, "degraded"),
+        _ => (StatusCode::OK, "ready"),
+    };
+    let body = json!({
+        "status": status,
+        "state_store": if readiness.store_connected { "connected" } else { "unreachable" },
+        "workers": { "healthy": readiness.healthy, "total": readiness.total },
+    });
+    respond::json(session, code, body.to_string().into_bytes()).await
+}
 
 pub async fn models(session: &mut ServerSession, registry: &Registry) -> bool {
     let list = registry
@@ -69,13 +89,15 @@ pub async fn status(session: &mut ServerSession, dispatcher: &Dispatcher) -> boo
             Ok(status) => json!({
                 "id": &*worker.id,
                 "endpoint": worker.endpoint,
-                "healthy": true,
+                "healthy": worker.healthy,
+                "draining": worker.draining || status.draining,
                 "status": status_json(&status),
             }),
             Err(error) => json!({
                 "id": &*worker.id,
                 "endpoint": worker.endpoint,
                 "healthy": false,
+                "draining": worker.draining,
                 "error": error,
             }),
         }

@@ -95,6 +95,7 @@ impl HttpApp {
             Route::Health => {
                 respond::json(session, StatusCode::OK, br#"{"status":"ok"}"#.to_vec()).await
             }
+            Route::Ready => info::ready(session, registry).await,
             Route::Models => info::models(session, registry).await,
             Route::Model(id) => {
                 info::model(session, registry, self.dispatcher.default_registry(), &id).await

@@ -21,8 +21,11 @@ pub const ENGINES: &[&str] = &["llama.cpp"];
 pub enum Route {
     /// `GET /`: a plain "running" line.
     Root,
-    /// `GET /healthz`.
+    /// `GET /healthz`: the process is up.
     Health,
+    /// `GET /readyz`: it can serve — `ready`, `degraded` (serving with
+    /// the last view of an unreachable state store) or 503 `not_ready`.
+    Ready,
     ChatCompletions,
     Completions,
     Embeddings,
@@ -78,6 +81,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         "/engines/status" => (Route::EngineStatus, "GET"),
         "/" => (Route::Root, "GET"),
         "/healthz" => (Route::Health, "GET"),
+        "/readyz" => (Route::Ready, "GET"),
         "/herd/v1/status" => (Route::Status, "GET"),
         "/v1/chat/completions" => (Route::ChatCompletions, "POST"),
         "/v1/completions" => (Route::Completions, "POST"),

@@ -28,6 +28,11 @@ use crate::routing::{Candidate, RoutingPolicy};
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// After another gateway turned out to hold a model's cluster-wide load
+/// claim, how long the model waits for that load to show in a worker's
+/// status before it is planned again.
+pub const CLAIM_WAIT: Duration = Duration::from_secs(2);
+
 /// Timing settings that hold for every model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Settings {
@@ -143,6 +148,8 @@ struct ModelState {
     /// Slotless requests waiting for any replica, by ticket.
     slotless: Vec<u64>,
     loading: Option<Arc<str>>,
+    /// Another gateway is loading it: not planned before then.
+    claimed_until: Option<Instant>,
     failure: Option<Failure>,
     backoff: Duration,
     limits: Limits,
@@ -157,6 +164,7 @@ impl ModelState {
             queue: ModelQueue::default(),
             slotless: Vec::new(),
             loading: None,
+            claimed_until: None,
             failure: None,
             backoff: FIRST_BACKOFF,
             limits,
@@ -467,6 +475,30 @@ impl SchedulerCore {
         self.schedule(now);
     }
 
+    /// Another gateway holds the cluster-wide claim on loading
+    /// `order.model`, so this order was not sent (its evictions neither).
+    /// The model waits for a worker's status to show the replica being
+    /// loaded over there; it is planned again only after [`CLAIM_WAIT`],
+    /// in case that load fails or lands nowhere this gateway sees.
+    pub fn load_claimed_elsewhere(&mut self, order: &LoadOrder, now: Instant) {
+        if let Some(worker) = self.workers.get_mut(&order.worker) {
+            worker.loading.remove(&order.model);
+            for victim in &order.evict {
+                worker.unloading.remove(&victim.model);
+            }
+        }
+        for victim in &order.evict {
+            // Still loaded: the worker's next status shows it again.
+            let stats = stats_of(&mut self.models, &victim.model);
+            stats.evictions = stats.evictions.saturating_sub(1);
+        }
+        if let Some(model) = self.models.get_mut(&order.model) {
+            model.loading = None;
+            model.claimed_until = Some(now + CLAIM_WAIT);
+        }
+        self.schedule(now);
+    }
+
     /// An unload was carried out (or failed: the worker's next status
     /// tells what it has).
     pub fn unload_done(&mut self, order: &UnloadOrder, revision: u64) {
@@ -703,7 +735,10 @@ impl SchedulerCore {
         let Some(model) = self.models.get(key) else {
             return;
         };
-        if model.loading.is_some() || model.failure.as_ref().is_some_and(|f| now < f.until) {
+        if model.loading.is_some()
+            || model.failure.as_ref().is_some_and(|f| now < f.until)
+            || model.claimed_until.is_some_and(|t| now < t)
+        {
             return;
         }
         let replicas = self

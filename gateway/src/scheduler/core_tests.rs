@@ -501,6 +501,44 @@ fn a_model_larger_than_any_worker_is_refused() {
     ));
 }
 
+#[test]
+fn a_load_claimed_by_another_gateway_waits_for_its_replica_without_replanning() {
+    let mut h = Harness::new();
+    h.status("w1", 1000, &[("m", false, 2, 0, 100)], 0);
+    let first = h.request("m", "t", Priority::Normal, 0);
+    assert_eq!(h.loads.len(), 1);
+    let order = h.loads[0].clone();
+    // The claim was taken elsewhere: nothing was sent.
+    h.core.load_claimed_elsewhere(&order, h.at(0));
+    h.collect();
+    // More requests and time within the wait: no new plan, no tight loop.
+    let second = h.request("m", "t", Priority::Normal, 1);
+    h.core.tick(h.at(1));
+    h.collect();
+    assert_eq!(h.loads.len(), 1);
+    assert!(h.rejected.is_empty());
+    // The other gateway's load shows in the worker's status.
+    h.status("w1", 1000, &[("m", true, 2, 0, 100)], 1);
+    assert!(h.grant_of(first).is_some() && h.grant_of(second).is_some());
+    h.core.tick(h.at(10));
+    h.collect();
+    assert_eq!(h.loads.len(), 1, "loaded once, by the other gateway");
+    assert_eq!(h.core.report(h.at(10))[0].stats.loads, 0);
+}
+
+#[test]
+fn a_claimed_load_that_never_shows_is_planned_again_after_the_wait() {
+    let mut h = Harness::new();
+    h.status("w1", 1000, &[("m", false, 2, 0, 100)], 0);
+    h.request("m", "t", Priority::Normal, 0);
+    let order = h.loads[0].clone();
+    h.core.load_claimed_elsewhere(&order, h.at(0));
+    h.collect();
+    h.core.tick(h.at(CLAIM_WAIT.as_secs()));
+    h.collect();
+    assert_eq!(h.loads.len(), 2);
+}
+
 #[derive(Debug, Clone)]
 enum Event {
     Request { model: u8, tenant: u8 },
@@ -508,6 +546,7 @@ enum Event {
     Release { nth: u8, busy: bool },
     FinishLoad,
     FailLoad,
+    ClaimedElsewhere,
     Status { worker: u8 },
     Tick { secs: u8 },
 }
@@ -519,6 +558,7 @@ fn event() -> impl Strategy<Value = Event> {
         3 => (any::<u8>(), any::<bool>()).prop_map(|(nth, busy)| Event::Release { nth, busy }),
         2 => Just(Event::FinishLoad),
         1 => Just(Event::FailLoad),
+        1 => Just(Event::ClaimedElsewhere),
         1 => (0u8..2).prop_map(|worker| Event::Status { worker }),
         1 => (0u8..20).prop_map(|secs| Event::Tick { secs }),
     ]
@@ -574,6 +614,12 @@ proptest! {
                     pending_loads += 1;
                     let failure = WorkerFailure::from_status(&tonic::Status::internal("boom"));
                     h.core.load_failed(&order, failure, h.at(secs));
+                    h.collect();
+                }
+                Event::ClaimedElsewhere if pending_loads < h.loads.len() => {
+                    let order = h.loads[pending_loads].clone();
+                    pending_loads += 1;
+                    h.core.load_claimed_elsewhere(&order, h.at(secs));
                     h.collect();
                 }
                 Event::Status { worker } => {

@@ -105,7 +105,8 @@ pub struct Loadable {
 /// One worker.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerState {
-    /// Its status stream is up.
+    /// Its status stream is up and it is not draining: requests are
+    /// granted and models placed here.
     pub healthy: bool,
     pub memory_limit: u64,
     /// 0: no limit but memory.
@@ -165,7 +166,8 @@ impl WorkerState {
             stale: false,
         };
         self.revision = status.revision;
-        self.healthy = true;
+        // A draining worker finishes what runs; nothing new goes there.
+        self.healthy = !status.draining;
         self.memory_limit = status.memory_limit_bytes;
         self.max_loaded = status.max_loaded_models;
         self.loadable = status
@@ -275,6 +277,20 @@ mod tests {
         // Unloaded elsewhere.
         w.apply(&status(3, vec![]), now);
         assert!(w.replicas.is_empty());
+    }
+
+    #[test]
+    fn a_draining_worker_takes_nothing_new_but_keeps_its_counts() {
+        let now = Instant::now();
+        let mut w = WorkerState::default();
+        w.apply(&status(1, vec![model("a", true, 0)]), now);
+        let a = ModelKey::of(&model("a", true, 0));
+        w.replicas.get_mut(&a).unwrap().in_flight = 1;
+        let mut draining = status(2, vec![model("a", true, 1)]);
+        draining.draining = true;
+        w.apply(&draining, now);
+        assert!(!w.healthy);
+        assert_eq!(w.replicas[&a].in_flight, 1);
     }
 
     #[test]

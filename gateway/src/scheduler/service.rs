@@ -1,6 +1,7 @@
 //! The async shell around the scheduler's state machine: requests wait
 //! here for their grant, leases hand slots back when dropped, and the
-//! loads and unloads the state machine orders are sent to workers.
+//! loads and unloads the state machine orders are sent to workers — a load
+//! only after this gateway claimed it cluster-wide ([`Claims`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use herd_proto::error::WorkerFailure;
 use herd_proto::v1 as pb;
 use herd_proto::v1::worker_client::WorkerClient;
+use herd_state::{Claim, ClaimGuard, Claims};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
@@ -35,6 +37,15 @@ pub struct Resolved {
     pub limits: Limits,
     /// The longest a request for it waits.
     pub max_wait: Duration,
+}
+
+/// Who loads a model, as the cluster-wide claim decided.
+enum Claimed {
+    /// This gateway (holding the claim, if there is a shared store and it
+    /// answered).
+    Here(Option<ClaimGuard>),
+    /// Another gateway.
+    Elsewhere,
 }
 
 /// What the state machine ordered, for the order runner.
@@ -66,6 +77,8 @@ pub struct Scheduler {
     registry: Arc<Registry>,
     orders: mpsc::UnboundedSender<Order>,
     orders_rx: Mutex<Option<mpsc::UnboundedReceiver<Order>>>,
+    /// Cluster-wide load claims (in the shared state store).
+    claims: Option<Claims>,
     config: GatewayConfig,
 }
 
@@ -133,7 +146,13 @@ impl Drop for Waiter<'_> {
 }
 
 impl Scheduler {
-    pub fn new(config: &GatewayConfig, registry: Arc<Registry>) -> Arc<Self> {
+    /// A scheduler for `registry`'s workers; with `claims`, every load is
+    /// claimed cluster-wide first.
+    pub fn new(
+        config: &GatewayConfig,
+        registry: Arc<Registry>,
+        claims: Option<Claims>,
+    ) -> Arc<Self> {
         let scheduler = &config.scheduler;
         let settings = Settings {
             aging: scheduler.aging(),
@@ -149,6 +168,7 @@ impl Scheduler {
             registry,
             orders,
             orders_rx: Mutex::new(Some(orders_rx)),
+            claims,
             config: config.clone(),
         })
     }
@@ -380,6 +400,10 @@ impl Scheduler {
                 self.with_core(|core| core.unload_done(&order, revision));
             }
             Order::Load(order) => {
+                let claim = match self.claim(&order).await {
+                    Claimed::Here(claim) => claim,
+                    Claimed::Elsewhere => return,
+                };
                 for victim in &order.evict {
                     let revision = self.unload(victim).await;
                     self.with_core(|core| core.unload_done(victim, revision));
@@ -417,6 +441,41 @@ impl Scheduler {
                         self.with_core(|core| core.load_failed(&order, failure, now));
                     }
                 }
+                if let Some(claim) = claim {
+                    claim.release().await;
+                }
+            }
+        }
+    }
+
+    /// Claims `order`'s load cluster-wide. When another gateway is loading
+    /// the model, the state machine is told and the order dropped.
+    async fn claim(&self, order: &LoadOrder) -> Claimed {
+        let Some(claims) = &self.claims else {
+            return Claimed::Here(None);
+        };
+        match claims.claim(order.model.as_str(), &order.worker).await {
+            Ok(Claim::Won(guard)) => Claimed::Here(Some(guard)),
+            Ok(Claim::Held(holder)) => {
+                tracing::info!(
+                    model = %order.name,
+                    gateway = %holder.gateway,
+                    worker = %holder.worker,
+                    "another gateway is loading the model; waiting for it"
+                );
+                self.with_core(|core| core.load_claimed_elsewhere(order, Instant::now()));
+                // Victims planned for eviction were not unloaded: the
+                // worker's status shows them again.
+                if !order.evict.is_empty() {
+                    self.registry.refresh_worker(&order.worker).await;
+                }
+                Claimed::Elsewhere
+            }
+            Err(e) => {
+                // Loading anyway keeps the pool serving through a state
+                // store outage, at the risk of a second load.
+                tracing::warn!(model = %order.name, error = %e, "cannot claim the load cluster-wide; loading anyway");
+                Claimed::Here(None)
             }
         }
     }

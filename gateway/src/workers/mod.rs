@@ -7,5 +7,5 @@
 mod registry;
 mod snapshot;
 
-pub use registry::{Registry, WorkerEvents};
+pub use registry::{Readiness, Registry, WorkerEvents};
 pub use snapshot::{NameIndex, Snapshot, WorkerView};

@@ -1,7 +1,10 @@
-//! Owns the current [`Snapshot`]: follows membership in the state store,
-//! keeps one `WatchStatus` stream open per worker, swaps a new snapshot in
-//! when a worker's models or health change, and hands every status to the
-//! scheduler ([`WorkerEvents`]).
+//! Owns the current [`Snapshot`]: follows membership in the state store
+//! (a [`Membership`]: etcd in a cluster, memory in `herd serve`), keeps one
+//! `WatchStatus` stream open per worker, swaps a new snapshot in when a
+//! worker's models, health or draining change, and hands every status to
+//! the scheduler ([`WorkerEvents`]). A worker leaves the view when its
+//! record goes (its lease expired, or it deregistered after draining); it
+//! is marked down at once when its status stream breaks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -10,17 +13,20 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use herd_proto::v1 as pb;
 use herd_proto::v1::worker_client::WorkerClient;
+use herd_state::{Members, Membership, WorkerRecord};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
 use super::snapshot::{NameIndex, Snapshot, WorkerView};
-use crate::state::{StateStore, WorkerRecord};
 
 /// Largest gRPC message either way (the worker uses the same limit).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long a unary `Status` may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the gateway waits for the state store's first listing before
+/// serving (with no workers until it comes).
+const FIRST_LISTING: Duration = Duration::from_secs(5);
 /// Reconnecting a broken status stream: first wait, and the longest.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
@@ -34,15 +40,25 @@ pub trait WorkerEvents: Send + Sync + 'static {
     fn removed(&self, worker: &Arc<str>);
 }
 
-/// A worker's endpoint and the task watching its status.
-type Watcher = (String, JoinHandle<()>);
+/// A worker's record and the task watching its status.
+type Watcher = (WorkerRecord, JoinHandle<()>);
 
 /// The pool's membership and worker views.
 pub struct Registry {
-    store: Arc<dyn StateStore>,
+    membership: OnceLock<Membership>,
     current: ArcSwap<Snapshot>,
     events: OnceLock<Arc<dyn WorkerEvents>>,
     watchers: parking_lot::Mutex<HashMap<Arc<str>, Watcher>>,
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// The state store answers (the membership watch is open).
+    pub store_connected: bool,
+    /// Workers whose status stream is up and that are not draining.
+    pub healthy: usize,
+    pub total: usize,
 }
 
 impl std::fmt::Debug for Registry {
@@ -53,10 +69,16 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Registry {
-    pub fn new(store: Arc<dyn StateStore>) -> Self {
+    pub fn new() -> Self {
         Self {
-            store,
+            membership: OnceLock::new(),
             current: ArcSwap::from_pointee(Snapshot::default()),
             events: OnceLock::new(),
             watchers: parking_lot::Mutex::default(),
@@ -83,33 +105,49 @@ impl Registry {
             .find_map(|w| w.client.clone())
     }
 
-    /// Reads membership and every member's status once (so the first
-    /// requests see the pool), then follows membership until `shutdown` in
-    /// the background, watching every member; every status and health
-    /// change goes to `events`.
+    /// Whether the gateway can serve, and whether it is degraded.
+    pub fn readiness(&self) -> Readiness {
+        let snapshot = self.snapshot();
+        Readiness {
+            store_connected: self.membership.get().is_some_and(|m| m.current().connected),
+            healthy: snapshot.workers.iter().filter(|w| w.healthy).count(),
+            total: snapshot.workers.len(),
+        }
+    }
+
+    /// Waits (briefly) for the state store's first listing, reads every
+    /// member's status once (so the first requests see the pool), then
+    /// follows `membership` until `shutdown` in the background, watching
+    /// every member; every status and health change goes to `events`.
     pub async fn start(
         self: &Arc<Self>,
         events: Arc<dyn WorkerEvents>,
+        membership: Membership,
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
         let _ = self.events.set(events);
-        let changes = self.store.membership_changes();
-        self.sync_membership().await;
+        if !membership.synced(FIRST_LISTING).await {
+            tracing::warn!(
+                "the state store has not answered yet; serving without workers until it does"
+            );
+        }
+        let changes = membership.changes();
+        let _ = self.membership.set(membership);
+        self.sync_membership(&changes.borrow().clone());
         self.refresh().await;
         tokio::spawn(self.clone().follow(changes, shutdown))
     }
 
     async fn follow(
         self: Arc<Self>,
-        mut changes: watch::Receiver<u64>,
+        mut changes: watch::Receiver<Arc<Members>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
             tokio::select! {
                 changed = changes.changed() => {
                     if changed.is_err() {
-                        changes = self.store.membership_changes();
-                        tokio::time::sleep(RECONNECT_MAX).await;
+                        break;
                     }
                 }
                 stopped = shutdown.changed() => {
@@ -118,7 +156,8 @@ impl Registry {
                     }
                 }
             }
-            self.sync_membership().await;
+            let members = changes.borrow_and_update().clone();
+            self.sync_membership(&members);
         }
         for (_, (_, task)) in self.watchers.lock().drain() {
             task.abort();
@@ -145,22 +184,28 @@ impl Registry {
         }
     }
 
-    async fn sync_membership(self: &Arc<Self>) {
-        let records = match self.store.workers().await {
-            Ok(records) => records,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read workers from the state store; keeping the last view");
-                return;
-            }
+    /// Reads one worker's status now and applies it.
+    pub async fn refresh_worker(&self, id: &Arc<str>) {
+        let Some(mut client) = self.client(id) else {
+            return;
         };
+        if let Ok(Ok(status)) =
+            tokio::time::timeout(STATUS_TIMEOUT, client.status(pb::StatusRequest {})).await
+        {
+            self.apply_status(id, Arc::new(status.into_inner()));
+        }
+    }
+
+    fn sync_membership(self: &Arc<Self>, members: &Members) {
+        let records = &members.workers;
         let mut watchers = self.watchers.lock();
         // Gone, or moved to another endpoint: stop watching.
         let stale: Vec<Arc<str>> = watchers
             .iter()
-            .filter(|(id, (endpoint, _))| {
-                !records
-                    .iter()
-                    .any(|r| r.id == ***id && r.endpoint == *endpoint)
+            .filter(|(id, (record, _))| {
+                records
+                    .get(&***id)
+                    .is_none_or(|r| r.endpoint != record.endpoint)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -174,9 +219,14 @@ impl Registry {
             }
             tracing::info!(worker = %id, "worker left the pool");
         }
-        for record in records {
+        for record in records.values() {
             let id: Arc<str> = record.id.as_str().into();
-            if watchers.contains_key(&id) {
+            if let Some((known, _)) = watchers.get_mut(&id) {
+                if known.draining != record.draining {
+                    tracing::info!(worker = %id, draining = record.draining, "worker draining");
+                    self.set_draining(&id, record.draining);
+                }
+                *known = record.clone();
                 continue;
             }
             let view = Arc::new(WorkerView {
@@ -184,13 +234,43 @@ impl Registry {
                 endpoint: record.endpoint.clone(),
                 client: connect(&record.endpoint),
                 healthy: false,
+                draining: record.draining,
                 status: None,
             });
             self.current.rcu(|s| with(s, view.clone()));
             let task = tokio::spawn(self.clone().watch(record.clone(), id.clone()));
             tracing::info!(worker = %record.id, endpoint = %record.endpoint, "worker joined the pool");
-            watchers.insert(id, (record.endpoint, task));
+            watchers.insert(id, (record.clone(), task));
         }
+    }
+
+    /// The worker's record says it drains (or no longer does).
+    fn set_draining(&self, id: &Arc<str>, draining: bool) {
+        let Some(old) = self.snapshot().worker(id).cloned() else {
+            return;
+        };
+        let status_draining = old.status.as_deref().is_some_and(|s| s.draining);
+        let view = Arc::new(WorkerView {
+            id: old.id.clone(),
+            endpoint: old.endpoint.clone(),
+            client: old.client.clone(),
+            healthy: old.healthy && !draining,
+            draining: draining || status_draining,
+            status: old.status.clone(),
+        });
+        self.current.rcu(|s| with(s, view.clone()));
+        if draining && let Some(events) = self.events.get() {
+            // Nothing new goes there; its next status says draining too.
+            events.down(id);
+        }
+    }
+
+    /// Whether the worker's record says it drains.
+    fn record_draining(&self, id: &str) -> bool {
+        self.watchers
+            .lock()
+            .get(id)
+            .is_some_and(|(record, _)| record.draining)
     }
 
     /// Keeps `record`'s status stream open, reconnecting when it breaks.
@@ -230,7 +310,9 @@ impl Registry {
         let Some(old) = self.snapshot().worker(id).cloned() else {
             return;
         };
-        let changed = !old.healthy
+        let draining = status.draining || self.record_draining(id);
+        let changed = old.healthy == draining
+            || old.draining != draining
             || old
                 .status
                 .as_deref()
@@ -240,13 +322,21 @@ impl Registry {
                 id: old.id.clone(),
                 endpoint: old.endpoint.clone(),
                 client: old.client.clone(),
-                healthy: true,
+                healthy: !draining,
+                draining,
                 status: Some(status.clone()),
             });
             self.current.rcu(|s| with(s, view.clone()));
         }
         if let Some(events) = self.events.get() {
-            events.status(id, &status);
+            if draining && !status.draining {
+                // Its record says so: the scheduler hears it as the status.
+                let mut marked = (*status).clone();
+                marked.draining = true;
+                events.status(id, &marked);
+            } else {
+                events.status(id, &status);
+            }
         }
     }
 
@@ -261,6 +351,7 @@ impl Registry {
                 endpoint: old.endpoint.clone(),
                 client: old.client.clone(),
                 healthy: false,
+                draining: old.draining,
                 status: old.status.clone(),
             });
             self.current.rcu(|s| with(s, view.clone()));

@@ -19,8 +19,12 @@ pub struct WorkerView {
     pub endpoint: String,
     /// `None` when the registered endpoint is not a valid URI.
     pub client: Option<WorkerClient<Channel>>,
-    /// Whether its status stream is up.
+    /// Whether its status stream is up and it is not draining: requests
+    /// and loads may go there.
     pub healthy: bool,
+    /// It drains (its status or its record says so): what runs there
+    /// finishes, nothing new goes there.
+    pub draining: bool,
     /// The last status it pushed, if any.
     pub status: Option<Arc<pb::StatusResponse>>,
 }
@@ -152,6 +156,7 @@ mod tests {
             endpoint: String::new(),
             client: None,
             healthy: true,
+            draining: false,
             status: Some(Arc::new(pb::StatusResponse {
                 models,
                 ..Default::default()

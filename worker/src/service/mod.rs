@@ -1,5 +1,6 @@
 //! The gRPC face of the worker: `herd.worker.v1.Worker` over an [`Engine`].
 
+mod drain;
 mod embed;
 mod generate;
 mod models;
@@ -21,6 +22,8 @@ use crate::catalog::Catalog;
 use crate::config::ModelConfig;
 use crate::engine::Engine;
 use crate::error::CatalogError;
+
+pub use drain::{Drain, DrainState};
 
 /// What a worker may hold, reported to gateways for placement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +53,9 @@ pub struct WorkerService {
     /// Models of the worker's config: loadable by name at any time.
     configured: Arc<[ModelConfig]>,
     capacity: Capacity,
+    drain: Arc<DrainState>,
+    /// The status last pushed to watchers, shared by all of them.
+    pushed: Arc<status::Pushed>,
 }
 
 impl std::fmt::Debug for WorkerService {
@@ -68,7 +74,14 @@ impl WorkerService {
             catalog: None,
             configured: Arc::from([]),
             capacity: Capacity::default(),
+            drain: Arc::default(),
+            pushed: Arc::default(),
         }
+    }
+
+    /// What the drain handle and the service share.
+    pub fn drain_state(&self) -> Arc<DrainState> {
+        self.drain.clone()
     }
 
     #[must_use]
@@ -108,6 +121,7 @@ impl Worker for WorkerService {
         &self,
         request: Request<GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
+        self.drain.admit()?;
         let stream = generate::start(self.engine.as_ref(), request.into_inner()).await?;
         Ok(Response::new(Box::pin(stream)))
     }
@@ -116,6 +130,7 @@ impl Worker for WorkerService {
         &self,
         request: Request<EmbedRequest>,
     ) -> Result<Response<EmbedResponse>, Status> {
+        self.drain.admit()?;
         let response = embed::run(self.engine.as_ref(), request.into_inner()).await?;
         Ok(Response::new(response))
     }
@@ -140,6 +155,7 @@ impl Worker for WorkerService {
         &self,
         request: Request<pb::LoadModelRequest>,
     ) -> Result<Response<pb::LoadModelResponse>, Status> {
+        self.drain.admit()?;
         Ok(Response::new(
             placement::load(self, request.into_inner()).await?,
         ))

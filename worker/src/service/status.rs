@@ -3,8 +3,8 @@
 //! built on request, and pushed to watchers after every change.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use herd_proto::v1 as pb;
@@ -25,6 +25,38 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// gateway counts its own requests itself; pushes tell it what others use
 /// and when a slot it was refused frees, which can wait this long.
 const MIN_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A pushed status stays good for other watchers of the same revision this
+/// long (memory figures move without a revision).
+const SHARED_FOR: Duration = Duration::from_millis(100);
+
+/// The status last built for a push: every watcher of one change (one per
+/// gateway) gets the same build instead of its own — with three gateways
+/// and 1k req/s over 100 mock workers, per-watcher builds took most of the
+/// workers' CPU.
+#[derive(Debug, Default)]
+pub struct Pushed(Mutex<Option<(Instant, Arc<pb::StatusResponse>)>>);
+
+/// The status for a push: the shared one if it is of the current revision
+/// and fresh, else a new build.
+async fn for_push(service: &WorkerService) -> pb::StatusResponse {
+    let revision = service.engine.changes().revision();
+    let shared = service
+        .pushed
+        .0
+        .lock()
+        .ok()
+        .and_then(|last| last.clone())
+        .filter(|(built, status)| status.revision == revision && built.elapsed() < SHARED_FOR);
+    if let Some((_, status)) = shared {
+        return (*status).clone();
+    }
+    let status = snapshot(service).await;
+    if let Ok(mut last) = service.pushed.0.lock() {
+        *last = Some((Instant::now(), Arc::new(status.clone())));
+    }
+    status
+}
 
 pub type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::StatusResponse, Status>> + Send>>;
 
@@ -49,7 +81,7 @@ pub fn watch(service: &WorkerService) -> StatusStream {
         let mut changes = service.engine.changes().subscribe();
         loop {
             changes.mark_unchanged();
-            if tx.send(Ok(snapshot(&service).await)).await.is_err() {
+            if tx.send(Ok(for_push(&service).await)).await.is_err() {
                 return; // The watcher went away.
             }
             tokio::time::sleep(MIN_INTERVAL).await;
@@ -61,6 +93,8 @@ pub fn watch(service: &WorkerService) -> StatusStream {
                 }
                 () = tokio::time::sleep(HEARTBEAT) => {}
                 () = tx.closed() => return,
+                // The worker drained: the stream ends so the server can stop.
+                () = service.drain.over() => return,
             }
         }
     });
@@ -129,6 +163,7 @@ fn build(service: &WorkerService) -> pb::StatusResponse {
         memory_limit_bytes: capacity.memory_limit_bytes,
         max_loaded_models: capacity.max_loaded_models,
         revision,
+        draining: service.drain.is_draining(),
     }
 }
 
