@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use herd_proto::v1 as pb;
 use http::StatusCode;
-use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use serde_json::{Value, json};
 use tonic::Streaming;
@@ -235,18 +234,7 @@ async fn transfer(
     } else {
         "text/plain; charset=utf-8"
     };
-    let Ok(mut header) = ResponseHeader::build(StatusCode::OK, Some(3)) else {
-        return false;
-    };
-    let ok = header.insert_header("content-type", content_type).is_ok()
-        && header.insert_header("cache-control", "no-cache").is_ok()
-        && header.insert_header("transfer-encoding", "chunked").is_ok();
-    if !ok
-        || session
-            .write_response_header(Box::new(header))
-            .await
-            .is_err()
-    {
+    if !respond::start_stream(session, content_type, &[]).await {
         return false;
     }
     let mut lines = Lines {
