@@ -11,6 +11,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod schema;
+
 pub const MODEL: &str = "ai/smollm2";
 
 /// The test model's path (fetched once by `scripts/fetch-test-model`).

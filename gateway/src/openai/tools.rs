@@ -7,9 +7,11 @@ use serde_json::{Map, Value};
 use super::fields::Fields;
 use crate::error::ApiError;
 
-/// `tools` and `tool_choice`. `tool_choice: "none"` (or no tools) sends no
-/// tools at all, so the model answers in prose.
+/// `tools`, `tool_choice` and `parallel_tool_calls`. `tool_choice: "none"`
+/// (or no tools) sends no tools at all, so the model answers in prose.
 pub fn parse_tools(fields: &Fields) -> Result<(Vec<pb::Tool>, Option<pb::ToolChoice>), ApiError> {
+    // OpenAI's default: a reply may call several tools.
+    let single_call = fields.bool("parallel_tool_calls")? == Some(false);
     let tools = match fields.get("tools") {
         None => Vec::new(),
         Some(Value::Array(items)) => items
@@ -73,6 +75,7 @@ pub fn parse_tools(fields: &Fields) -> Result<(Vec<pb::Tool>, Option<pb::ToolCho
         Some(pb::ToolChoice {
             mode: mode as i32,
             function,
+            single_call,
         }),
     ))
 }
@@ -192,7 +195,11 @@ mod tests {
         assert_eq!(tools[0].name, "get_weather");
         assert_eq!(choice.unwrap().mode, pb::tool_choice::Mode::Auto as i32);
         let (_, choice) = parse(&format!(r#"{{{TOOLS},"tool_choice":"required"}}"#)).unwrap();
-        assert_eq!(choice.unwrap().mode, pb::tool_choice::Mode::Required as i32);
+        let choice = choice.unwrap();
+        assert_eq!(choice.mode, pb::tool_choice::Mode::Required as i32);
+        assert!(!choice.single_call, "parallel calls are the default");
+        let (_, choice) = parse(&format!(r#"{{{TOOLS},"parallel_tool_calls":false}}"#)).unwrap();
+        assert!(choice.unwrap().single_call);
         let (_, choice) = parse(&format!(
             r#"{{{TOOLS},"tool_choice":{{"type":"function","function":{{"name":"get_weather"}}}}}}"#
         ))
@@ -223,5 +230,9 @@ mod tests {
             "tool_choice.function.name"
         );
         assert_eq!(param(r#"{"tool_choice":"required"}"#), "tool_choice");
+        assert_eq!(
+            param(r#"{"parallel_tool_calls":"no"}"#),
+            "parallel_tool_calls"
+        );
     }
 }

@@ -24,9 +24,10 @@ use self::runner::{Job, RunnerSettings};
 use crate::config::{ModelConfig, WorkerConfig};
 use crate::engine::counters::Counters;
 use crate::engine::slots::SlotPermit;
+use crate::engine::tools;
 use crate::engine::{
-    Constraint, EmbedInput, Embeddings, Engine, EngineStatus, GenerationEvent, GenerationRequest,
-    Input, ModelInfo,
+    EmbedInput, Embeddings, Engine, EngineStatus, GenerationEvent, GenerationRequest, Input,
+    ModelInfo,
 };
 use crate::error::EngineError;
 use crate::gpu::GpuPlan;
@@ -237,20 +238,23 @@ impl Engine for LlamaEngine {
                 }
             })?;
         let model = runner.model.clone();
-        let tool_mode = request.tools.is_some();
+        let tool_mode = request
+            .tools
+            .as_ref()
+            .map(|_| tools::Answer::for_constraint(request.constraint.as_ref()));
         let (input, constraint) = match (&request.tools, request.input) {
-            (Some(tools), Input::Chat(messages)) => (
-                Input::Chat(crate::engine::tools::prepare(&messages, tools)),
-                Some(Constraint::JsonSchema(crate::engine::tools::schema(tools))),
+            (Some(use_), Input::Chat(messages)) => (
+                Input::Chat(tools::prepare(&messages, use_, request.constraint.as_ref())),
+                Some(grammar::Source::Tools(
+                    use_.clone(),
+                    request.constraint.clone(),
+                )),
             ),
-            (_, input) => (input, request.constraint),
+            (_, input) => (input, request.constraint.map(grammar::Source::Response)),
         };
         let (prompt, grammar) = tokio::task::spawn_blocking(move || {
             let prompt = model.prompt_tokens(&input)?;
-            let grammar = constraint
-                .as_ref()
-                .map(grammar::for_constraint)
-                .transpose()?;
+            let grammar = constraint.as_ref().map(grammar::compile).transpose()?;
             Ok::<_, EngineError>((prompt, grammar))
         })
         .await

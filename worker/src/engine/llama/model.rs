@@ -15,6 +15,7 @@ use crate::config::ModelConfig;
 use crate::engine::{EmbedInput, Input};
 use crate::error::EngineError;
 use crate::gpu::GpuPlan;
+use herd_proto::error::ErrorCode;
 
 /// Weights plus the tokenizer-side knowledge needed to build prompts.
 #[derive(Debug)]
@@ -104,9 +105,14 @@ impl LoadedModel {
             EmbedInput::Tokens(ids) => {
                 let n_vocab = u32::try_from(vocab.n_tokens()).unwrap_or(0);
                 if let Some(bad) = ids.iter().find(|id| **id >= n_vocab) {
-                    return Err(EngineError::InvalidRequest(format!(
-                        "token id {bad} is outside the vocabulary (size {n_vocab})"
-                    )));
+                    return Err(EngineError::param(
+                        "input",
+                        format!(
+                            "token id {bad} is outside the model's vocabulary (size {n_vocab}); \
+                             token ids are read as this model's own, not OpenAI's"
+                        ),
+                    )
+                    .with_code(ErrorCode::InvalidToken));
                 }
                 ids.iter()
                     .map(|id| LlamaToken::new(i32::try_from(*id).unwrap_or(i32::MAX)))
@@ -114,7 +120,7 @@ impl LoadedModel {
             }
         };
         if tokens.is_empty() {
-            return Err(EngineError::InvalidRequest("an input has no tokens".into()));
+            return Err(EngineError::param("input", "an input has no tokens"));
         }
         Ok(tokens)
     }
@@ -122,6 +128,10 @@ impl LoadedModel {
     /// Renders (for chats) and tokenizes the request's input.
     pub fn prompt_tokens(&self, input: &Input) -> Result<Vec<LlamaToken>, EngineError> {
         let vocab = self.weights.vocab();
+        let param = match input {
+            Input::Chat(_) => "messages",
+            Input::Prompt(_) => "prompt",
+        };
         let (text, add_bos) = match input {
             Input::Chat(messages) => {
                 let text = self.template.render(messages)?;
@@ -139,7 +149,7 @@ impl LoadedModel {
         };
         let tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
         if tokens.is_empty() {
-            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+            return Err(EngineError::param(param, "the prompt is empty"));
         }
         Ok(tokens)
     }

@@ -5,6 +5,7 @@ use minijinja::{Environment, Error, ErrorKind, context};
 
 use crate::engine::ChatMessage;
 use crate::error::EngineError;
+use herd_proto::error::ErrorCode;
 
 /// Used when a GGUF carries no template: ChatML, which most small instruct
 /// models understand.
@@ -61,10 +62,14 @@ impl ChatTemplate {
             .map_err(|e| match e.kind() {
                 // `raise_exception` in the template: the conversation breaks
                 // the template's rules (e.g. roles not alternating).
-                ErrorKind::InvalidOperation => EngineError::InvalidRequest(format!(
-                    "the model's chat template rejected the messages: {}",
-                    e.detail().unwrap_or("no reason given")
-                )),
+                ErrorKind::InvalidOperation => EngineError::param(
+                    "messages",
+                    format!(
+                        "the model's chat template rejected the messages: {}",
+                        e.detail().unwrap_or("no reason given")
+                    ),
+                )
+                .with_code(ErrorCode::TemplateRejected),
                 _ => EngineError::Internal(format!("chat template failed: {e}")),
             })
     }
@@ -104,6 +109,9 @@ mod tests {
         let src = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first must be user') }}{% endif %}";
         let t = ChatTemplate::new(src, String::new(), String::new()).unwrap();
         let err = t.render(&[ChatMessage::new("assistant", "x")]).unwrap_err();
-        assert!(matches!(err, EngineError::InvalidRequest(m) if m.contains("first must be user")));
+        assert!(
+            matches!(&err, EngineError::InvalidParam { param, message, .. } if param == "messages" && message.contains("first must be user")),
+            "{err:?}"
+        );
     }
 }
