@@ -120,8 +120,19 @@ async fn package_push_remove_pull_by_tag_and_by_digest() {
         );
     }
 
-    // Remove locally: nothing is left of it.
+    // Remove locally: nothing is left of it, nor of failed pulls — except
+    // a partial download a pull is writing (it holds the file's lock).
+    let blobs = gguf.parent().unwrap().to_owned();
+    let left = blobs.join(format!("{}.partial", "a".repeat(64)));
+    let busy = blobs.join(format!("{}.partial", "b".repeat(64)));
+    std::fs::write(&left, b"half").unwrap();
+    std::fs::write(&busy, b"half").unwrap();
+    let writer = std::fs::File::open(&busy).unwrap();
+    writer.lock().unwrap();
     let removal = local.remove(&tag, false).unwrap();
+    assert!(!left.exists(), "a failed pull's partial file is removed");
+    assert!(busy.exists(), "a pull in progress keeps its partial file");
+    drop(writer);
     assert_eq!(removal.deleted.as_deref(), Some(packaged.id.as_str()));
     assert!(local.list().unwrap().is_empty());
     assert!(!gguf.exists(), "the GGUF blob is collected");
