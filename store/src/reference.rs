@@ -195,11 +195,16 @@ fn validate_registry(host: &str) -> Result<(), String> {
         Some((name, port)) => (name, Some(port)),
         None => (host, None),
     };
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-    {
+    // DNS labels (or an IPv4 address): letters, digits and inner `-`,
+    // separated by single dots; no empty label (`..`, a leading dot).
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
         return Err(format!("`{host}` is not a valid registry host"));
     }
     if let Some(port) = port
@@ -345,6 +350,14 @@ mod tests {
         assert_eq!(by_digest.familiar(HUB), format!("ai/smollm2@{digest}"));
         let other = ModelRef::parse("localhost:5000/a/b", "localhost:5000").unwrap();
         assert_eq!(other.familiar("localhost:5000"), "a/b:latest");
+    }
+
+    #[test]
+    fn path_like_registries_are_refused() {
+        for text in ["../x", "./x", "a..b/x", ".local/x", "-a.b/x", "a.b-/x"] {
+            assert!(ModelRef::parse(text, "index.docker.io").is_err(), "{text}");
+        }
+        assert!(ModelRef::parse("my-reg.example.com:5000/a/b", "x.io").is_ok());
     }
 
     #[test]

@@ -121,6 +121,11 @@ pub async fn serve(
                 Ok(from) => from,
                 Err(err) => return respond::error(session, &err).await,
             };
+            // A reference the store cannot parse is refused before any
+            // registry is contacted.
+            if let Err(e) = herd_store::ModelRef::parse(&from, dispatcher.default_registry()) {
+                return respond::error(session, &ApiError::field("from", e.to_string())).await;
+            }
             let stream = client
                 .pull_model(pb::PullModelRequest { reference: from })
                 .await
