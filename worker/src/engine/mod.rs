@@ -11,6 +11,7 @@
 pub mod counters;
 pub mod llama;
 pub mod mock;
+pub mod schema;
 pub mod slots;
 pub mod text;
 pub mod tools;

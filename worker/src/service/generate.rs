@@ -251,6 +251,12 @@ pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationReque
     })
 }
 
+/// The most tools a request may give, and the most bytes of descriptions and
+/// parameter schemas together: every tool is in the prompt and in the
+/// grammar each sampled token is checked against.
+pub const MAX_TOOLS: usize = 64;
+pub const MAX_TOOLS_BYTES: usize = 128 * 1024;
+
 /// Tools and the choice among them; `None` when there are no tools.
 fn to_tool_use(
     tools: Vec<pb::Tool>,
@@ -258,6 +264,25 @@ fn to_tool_use(
 ) -> Result<Option<ToolUse>, EngineError> {
     if tools.is_empty() {
         return Ok(None);
+    }
+    if tools.len() > MAX_TOOLS {
+        return Err(EngineError::param(
+            "tools",
+            format!("at most {MAX_TOOLS} tools may be given"),
+        ));
+    }
+    let schema_bytes: usize = tools
+        .iter()
+        .map(|t| t.parameters_json.len() + t.description.len())
+        .sum();
+    if schema_bytes > MAX_TOOLS_BYTES {
+        return Err(EngineError::param(
+            "tools",
+            format!(
+                "the tools' descriptions and parameter schemas may total at most {} KiB",
+                MAX_TOOLS_BYTES / 1024
+            ),
+        ));
     }
     let tools = tools
         .into_iter()

@@ -5,8 +5,20 @@
 //! The grammar admits compact JSON only (no whitespace between tokens): the
 //! same values in fewer tokens, so calls and answers fit small budgets.
 
-use crate::engine::{Constraint, ToolUse, tools};
+use std::sync::Arc;
+use std::time::Duration;
+
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+
+use crate::engine::{Constraint, ToolUse, schema, tools};
 use crate::error::EngineError;
+
+/// The largest grammar (GBNF text) accepted.
+pub const MAX_GRAMMAR_BYTES: usize = 256 * 1024;
+/// How long turning a schema into a grammar, and parsing that grammar,
+/// may take (off the decode thread); past it the request is refused.
+pub const BUDGET: Duration = Duration::from_secs(5);
 
 /// What the output is constrained by.
 #[derive(Debug, Clone)]
@@ -20,16 +32,113 @@ pub enum Source {
 /// The grammar for `source`. A schema the converter refuses is the
 /// client's error, naming the field that holds it.
 pub fn compile(source: &Source) -> Result<String, EngineError> {
+    gate(source)?;
     let schema = match source {
-        Source::Response(constraint) => response_text(constraint).to_owned(),
+        Source::Response(constraint) => response_schema(constraint),
         Source::Tools(use_, response) => tools::schema(use_, response.as_ref()),
     };
-    match convert(&schema) {
-        Ok(grammar) => Ok(compact(&grammar)),
-        Err(reason) => Err(EngineError::schema(
-            culprit(source),
-            format!("the JSON schema cannot be enforced: {reason}"),
-        )),
+    let grammar = match convert(&schema) {
+        Ok(grammar) => compact(&grammar),
+        Err(reason) => {
+            return Err(EngineError::schema(
+                culprit(source),
+                format!("the JSON schema cannot be enforced: {reason}"),
+            ));
+        }
+    };
+    if grammar.len() > MAX_GRAMMAR_BYTES {
+        return Err(EngineError::schema(
+            param_of(source),
+            format!(
+                "the JSON schema makes a grammar of {} KiB; at most {} KiB can be enforced",
+                grammar.len() / 1024,
+                MAX_GRAMMAR_BYTES / 1024
+            ),
+        ));
+    }
+    Ok(grammar)
+}
+
+/// Compiles `source` and checks llama.cpp can parse the grammar, off the
+/// async runtime and the decode thread, within [`BUDGET`].
+pub async fn prepare(weights: Arc<LlamaModel>, source: Source) -> Result<String, EngineError> {
+    let param = param_of(&source);
+    let work = tokio::task::spawn_blocking(move || {
+        let grammar = compile(&source)?;
+        LlamaSampler::grammar(&weights, &grammar, "root").map_err(|e| {
+            EngineError::schema(
+                param_of(&source),
+                format!("the grammar for this JSON schema is unusable: {e}"),
+            )
+        })?;
+        Ok(grammar)
+    });
+    match tokio::time::timeout(BUDGET, work).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(EngineError::Internal(format!("grammar task failed: {e}"))),
+        Err(_) => {
+            tracing::warn!(param, "grammar compilation over budget");
+            Err(EngineError::schema(
+                param,
+                format!(
+                    "the JSON schema takes more than {} s to turn into a grammar",
+                    BUDGET.as_secs()
+                ),
+            ))
+        }
+    }
+}
+
+/// The schema gate ([`schema::check`]) on every schema of `source`, each
+/// refusal naming the field that holds the schema.
+fn gate(source: &Source) -> Result<(), EngineError> {
+    let check = |param: String, value: &serde_json::Value| {
+        schema::check(value).map_err(|e| {
+            EngineError::schema(param, format!("the JSON schema cannot be enforced: {e}"))
+        })
+    };
+    let response = match source {
+        Source::Response(c) => Some(c),
+        Source::Tools(use_, response) => {
+            for (i, tool) in use_.tools.iter().enumerate() {
+                if let Some(parameters) = &tool.parameters {
+                    check(format!("tools[{i}].function.parameters"), parameters)?;
+                }
+            }
+            response.as_ref()
+        }
+    };
+    if let Some(Constraint::JsonSchema(text)) = response {
+        let value = serde_json::from_str(text).map_err(|e| {
+            EngineError::schema(
+                "response_format",
+                format!("the JSON schema is not valid JSON: {e}"),
+            )
+        })?;
+        check("response_format".into(), &value)?;
+    }
+    Ok(())
+}
+
+/// The field a grammar problem is reported against.
+fn param_of(source: &Source) -> &'static str {
+    match source {
+        Source::Response(_) => "response_format",
+        Source::Tools(..) => "tools",
+    }
+}
+
+/// The response format's schema, placed under `$defs` like a tool's so a
+/// `$ref` to the root (`#`) resolves too.
+fn response_schema(constraint: &Constraint) -> String {
+    let text = response_text(constraint);
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) => serde_json::json!({
+            "$defs": {tools::RESPONSE_DEF: tools::rebase(&value, tools::RESPONSE_DEF)},
+            "$ref": format!("#/$defs/{}", tools::RESPONSE_DEF),
+        })
+        .to_string(),
+        Err(_) => text.to_owned(),
     }
 }
 

@@ -60,15 +60,20 @@ struct ModelRunner {
 }
 
 impl ModelRunner {
-    /// The embedding thread's queue, starting the thread if needed.
-    fn embedder(&self) -> Result<Sender<embed::EmbedJob>, EngineError> {
+    /// Hands `job` to the embedding thread, starting it if it is not
+    /// running (first use, or it exited while idle).
+    fn embed_job(&self, job: embed::EmbedJob) -> Result<(), EngineError> {
         let mut guard = self
             .embedder
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(tx) = guard.as_ref() {
-            return Ok(tx.clone());
-        }
+        let job = match guard.as_ref() {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return Ok(()),
+                Err(std::sync::mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
         let tx = embed::start(
             backend()?,
             self.model.clone(),
@@ -76,8 +81,9 @@ impl ModelRunner {
             self.settings.threads,
             &self.config.name,
         )?;
-        *guard = Some(tx.clone());
-        Ok(tx)
+        tx.send(job).map_err(|_| EngineError::ShuttingDown)?;
+        *guard = Some(tx);
+        Ok(())
     }
 }
 
@@ -238,6 +244,12 @@ impl Engine for LlamaEngine {
                 }
             })?;
         let model = runner.model.clone();
+        // Huge prompts are refused before they are rendered or tokenized.
+        let bytes = match &request.input {
+            Input::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+            Input::Prompt(text) => text.len(),
+        };
+        model.check_size(bytes, runner.settings.context_per_slot)?;
         let tool_mode = request
             .tools
             .as_ref()
@@ -252,13 +264,15 @@ impl Engine for LlamaEngine {
             ),
             (_, input) => (input, request.constraint.map(grammar::Source::Response)),
         };
-        let (prompt, grammar) = tokio::task::spawn_blocking(move || {
-            let prompt = model.prompt_tokens(&input)?;
-            let grammar = constraint.as_ref().map(grammar::compile).transpose()?;
-            Ok::<_, EngineError>((prompt, grammar))
-        })
-        .await
-        .map_err(|e| EngineError::Internal(format!("tokenizer task failed: {e}")))??;
+        let weights = model.weights.clone();
+        let prompt = tokio::task::spawn_blocking(move || model.prompt_tokens(&input));
+        let grammar = match constraint {
+            Some(source) => Some(grammar::prepare(weights, source).await?),
+            None => None,
+        };
+        let prompt = prompt
+            .await
+            .map_err(|e| EngineError::Internal(format!("tokenizer task failed: {e}")))??;
         let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
         if prompt_tokens >= runner.settings.context_per_slot {
             return Err(EngineError::ContextLengthExceeded {
@@ -289,6 +303,11 @@ impl Engine for LlamaEngine {
         let runner = self.runner(model)?;
         let weights = runner.model.clone();
         let context_size = runner.settings.context_per_slot;
+        for input in &inputs {
+            if let EmbedInput::Text(text) = input {
+                weights.check_size(text.len(), context_size)?;
+            }
+        }
         let tokens = tokio::task::spawn_blocking(move || {
             inputs
                 .iter()
@@ -312,13 +331,10 @@ impl Engine for LlamaEngine {
             .map(|t| u32::try_from(t.len()).unwrap_or(u32::MAX))
             .fold(0u32, u32::saturating_add);
         let (reply, result) = tokio::sync::oneshot::channel();
-        runner
-            .embedder()?
-            .send(embed::EmbedJob {
-                inputs: tokens,
-                reply,
-            })
-            .map_err(|_| EngineError::ShuttingDown)?;
+        runner.embed_job(embed::EmbedJob {
+            inputs: tokens,
+            reply,
+        })?;
         let vectors = result.await.map_err(|_| EngineError::ShuttingDown)??;
         Ok(Embeddings {
             vectors,

@@ -29,6 +29,9 @@ pub struct LoadedModel {
     pub n_ctx_train: u32,
     /// How token vectors are pooled into one embedding.
     pub pooling: LlamaPoolingType,
+    /// The longest token's text: a text of `n` bytes has at least
+    /// `n / max_token_bytes` tokens.
+    pub max_token_bytes: usize,
 }
 
 impl LoadedModel {
@@ -76,7 +79,18 @@ impl LoadedModel {
                 .and_then(|t| t.to_string().ok())
                 .unwrap_or_else(|| CHATML_TEMPLATE.to_owned()),
         };
-        let template = ChatTemplate::new(&source, bos, eos)?;
+        // The template comes with the artifact: one that misbehaves (loops,
+        // recursion, a huge output) keeps the model from loading.
+        let template =
+            ChatTemplate::new(&source, bos, eos).map_err(|e| EngineError::LoadFailed {
+                model: config.name.clone(),
+                reason: e.to_string(),
+            })?;
+        let max_token_bytes = (0..vocab.n_tokens())
+            .map(|t| vocab.token_to_piece(LlamaToken::new(t), true, None).len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let meta = |key: &str| weights.meta_val_str(key).unwrap_or_default();
         let architecture = meta("general.architecture");
         let quantization = quantization_name(&meta("general.file_type"));
@@ -93,7 +107,21 @@ impl LoadedModel {
             size_bytes,
             n_ctx_train,
             pooling,
+            max_token_bytes,
         })
+    }
+
+    /// Refuses a text of `bytes` bytes that cannot fit `context` tokens,
+    /// before any time is spent rendering or tokenizing it.
+    pub fn check_size(&self, bytes: usize, context: u32) -> Result<(), EngineError> {
+        let at_least = bytes / self.max_token_bytes;
+        if at_least > context as usize {
+            return Err(EngineError::ContextLengthExceeded {
+                prompt_tokens: u32::try_from(at_least).unwrap_or(u32::MAX),
+                context_size: context,
+            });
+        }
+        Ok(())
     }
 
     /// Tokens of one embedding input: text is tokenized, ids are checked
