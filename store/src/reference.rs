@@ -441,4 +441,19 @@ mod tests {
             }
         }
     }
+
+    /// Fuzz target: any text parses to a reference or an error, and a
+    /// parsed reference's canonical form parses back to itself.
+    #[test]
+    fn fuzz_reference_parser() {
+        bolero::check!()
+            .with_type::<String>()
+            .with_iterations(5000)
+            .for_each(|text| {
+                if let Ok(r) = ModelRef::parse(text, HUB) {
+                    let again = ModelRef::parse(&r.full(), HUB).expect("canonical form parses");
+                    assert_eq!(again, r, "{text:?}");
+                }
+            });
+    }
 }
