@@ -180,7 +180,7 @@ impl ApiError {
             Self::RouteNotFound { .. } => Some("unknown_url"),
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Self::ContextLengthExceeded { .. } => Some("context_length_exceeded"),
-            Self::InvalidRequest(_) => None,
+            Self::InvalidRequest(_) => Some("invalid_request"),
             Self::NoCapacity(_) => Some("no_capacity"),
             Self::Upstream(_) => Some("upstream_error"),
             Self::ShuttingDown => Some("shutting_down"),

@@ -97,6 +97,35 @@ impl Store {
         }
         let _ = fs::remove_file(self.manifest_path(id));
         let _ = fs::remove_dir_all(self.bundle_dir(id));
+        self.discard_partials(&in_use);
+    }
+
+    /// Removes `.partial` downloads of blobs no stored model uses, unless a
+    /// pull is writing them (it holds the file's lock). Run when a model is
+    /// deleted: what failed pulls left is dropped with it, rather than
+    /// waiting a week for the sweep.
+    fn discard_partials(&self, in_use: &HashSet<String>) {
+        let Ok(entries) = fs::read_dir(self.root.join("blobs/sha256")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(hex) = name.strip_suffix(".partial") else {
+                continue;
+            };
+            if in_use.contains(&format!("sha256:{hex}")) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(file) = fs::File::options().read(true).open(&path) else {
+                continue;
+            };
+            // Held by a pull in progress: leave it.
+            if file.try_lock().is_ok() {
+                tracing::info!(file = %path.display(), "removing a partial download");
+                let _ = fs::remove_file(&path);
+            }
+        }
     }
 
     /// Removes what interrupted work left behind, once it is old enough

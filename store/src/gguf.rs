@@ -474,4 +474,33 @@ mod tests {
         assert_eq!(format_size(268_803_456), "256.35 MiB");
         assert_eq!(format_size(1024), "1 KiB");
     }
+
+    /// Fuzz target: the GGUF reader on mutated headers (and raw bytes)
+    /// returns a result, never panics or runs away. `cargo test` runs a
+    /// bounded random pass; `cargo bolero test` fuzzes it for real.
+    #[test]
+    fn fuzz_gguf_reader() {
+        let seed = tiny_gguf();
+        bolero::check!()
+            .with_type::<(Vec<(u16, u8)>, u16, bool)>()
+            .with_iterations(3000)
+            .for_each(|(edits, cut, raw)| {
+                let mut bytes = if *raw { Vec::new() } else { seed.clone() };
+                for (at, byte) in edits {
+                    if bytes.is_empty() || *raw {
+                        bytes.push(*byte);
+                    } else {
+                        let at = usize::from(*at) % bytes.len();
+                        bytes[at] = *byte;
+                    }
+                }
+                bytes.truncate(usize::from(*cut).max(1));
+                let len = bytes.len() as u64;
+                let mut reader = Reader {
+                    inner: std::io::Cursor::new(bytes),
+                    read: 0,
+                };
+                let _ = reader.parse(len);
+            });
+    }
 }

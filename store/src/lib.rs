@@ -11,6 +11,7 @@
 //! - [`Registry`]: pull (resumable, verified) and push.
 
 pub mod artifact;
+mod auth;
 mod error;
 mod gc;
 pub mod gguf;

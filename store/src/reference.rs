@@ -195,11 +195,16 @@ fn validate_registry(host: &str) -> Result<(), String> {
         Some((name, port)) => (name, Some(port)),
         None => (host, None),
     };
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-    {
+    // DNS labels (or an IPv4 address): letters, digits and inner `-`,
+    // separated by single dots; no empty label (`..`, a leading dot).
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
         return Err(format!("`{host}` is not a valid registry host"));
     }
     if let Some(port) = port
@@ -348,6 +353,14 @@ mod tests {
     }
 
     #[test]
+    fn path_like_registries_are_refused() {
+        for text in ["../x", "./x", "a..b/x", ".local/x", "-a.b/x", "a.b-/x"] {
+            assert!(ModelRef::parse(text, "index.docker.io").is_err(), "{text}");
+        }
+        assert!(ModelRef::parse("my-reg.example.com:5000/a/b", "x.io").is_ok());
+    }
+
+    #[test]
     fn bad_references_are_refused_with_a_reason() {
         for bad in [
             "",
@@ -427,5 +440,20 @@ mod tests {
                 prop_assert_eq!(parsed.repository(), parts.join("/"));
             }
         }
+    }
+
+    /// Fuzz target: any text parses to a reference or an error, and a
+    /// parsed reference's canonical form parses back to itself.
+    #[test]
+    fn fuzz_reference_parser() {
+        bolero::check!()
+            .with_type::<String>()
+            .with_iterations(5000)
+            .for_each(|text| {
+                if let Ok(r) = ModelRef::parse(text, HUB) {
+                    let again = ModelRef::parse(&r.full(), HUB).expect("canonical form parses");
+                    assert_eq!(again, r, "{text:?}");
+                }
+            });
     }
 }

@@ -29,6 +29,8 @@ const PROGRESS_STEP: u64 = 1 << 20;
 /// The largest manifest read (Docker's limit); a registry sending more is
 /// refused before it can fill the worker's memory.
 const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// The largest model config accepted (it is read into memory and parsed).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// How much of a registry's error body is kept for the message.
 const MAX_ERROR_BYTES: usize = 16 << 10;
@@ -183,6 +185,9 @@ impl Registry {
         }
         let (client, oci_ref, auth, plain_http) = self.client(reference);
         let registry_error = |source| classify(reference, &full, source);
+        let auth = crate::auth::for_reference(&oci_ref, &auth, plain_http, false)
+            .await
+            .map_err(registry_error)?;
         let manifest_bytes = match fetch_manifest(&client, &oci_ref, &auth, plain_http, &full).await
         {
             Ok(bytes) => bytes,
@@ -200,6 +205,17 @@ impl Registry {
             });
         }
         let manifest = Manifest::parse(&manifest_bytes, &full)?;
+        // The config is read into memory and parsed: a huge one is refused
+        // before it is fetched.
+        if manifest.config.size > MAX_CONFIG_BYTES {
+            return Err(StoreError::InvalidArtifact {
+                reference: full,
+                reason: format!(
+                    "the config is {} bytes, larger than {MAX_CONFIG_BYTES}",
+                    manifest.config.size
+                ),
+            });
+        }
         if store.resolve_id(&id).is_ok() {
             let model = add_model(store, &manifest_bytes, tag).await?;
             return Ok(Pulled {
@@ -280,7 +296,10 @@ impl Registry {
         progress: ProgressFn,
     ) -> Result<(), StoreError> {
         let full = target.full();
-        let (client, oci_ref, auth, _) = self.client(target);
+        let (client, oci_ref, auth, plain_http) = self.client(target);
+        let auth = crate::auth::for_reference(&oci_ref, &auth, plain_http, true)
+            .await
+            .map_err(|e| classify(target, &full, e))?;
         client
             .store_auth_if_needed(oci_ref.resolve_registry(), &auth)
             .await;
@@ -373,7 +392,8 @@ impl From<StoreError> for Fetch {
 }
 
 /// Fetches `oci_ref`'s manifest, at most `MAX_MANIFEST_BYTES` of it
-/// (`oci-client` would read whatever the registry sends into memory). The
+/// (`oci-client` would read whatever the registry sends into memory).
+/// `auth` has been through [`crate::auth::for_reference`]. The
 /// handshake is `oci-client`'s, so its token serves the blob requests too.
 async fn fetch_manifest(
     client: &Client,
@@ -416,7 +436,7 @@ async fn fetch_manifest(
     } else {
         MAX_ERROR_BYTES
     };
-    let (body, whole) = read_at_most(response, limit)
+    let (body, whole) = crate::auth::read_at_most(response, limit)
         .await
         .map_err(|e| Fetch::Oci(e.into()))?;
     match status {
@@ -435,22 +455,6 @@ async fn fetch_manifest(
             message: String::from_utf8_lossy(&body).into_owned(),
         })),
     }
-}
-
-/// The body of `response`, up to `limit` bytes; the flag says whether that
-/// was all of it (reading stops at the limit).
-async fn read_at_most(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            return Ok((body, false));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((body, true))
 }
 
 /// Downloads one blob into the store, resuming a `.partial` file.

@@ -120,8 +120,19 @@ async fn package_push_remove_pull_by_tag_and_by_digest() {
         );
     }
 
-    // Remove locally: nothing is left of it.
+    // Remove locally: nothing is left of it, nor of failed pulls — except
+    // a partial download a pull is writing (it holds the file's lock).
+    let blobs = gguf.parent().unwrap().to_owned();
+    let left = blobs.join(format!("{}.partial", "a".repeat(64)));
+    let busy = blobs.join(format!("{}.partial", "b".repeat(64)));
+    std::fs::write(&left, b"half").unwrap();
+    std::fs::write(&busy, b"half").unwrap();
+    let writer = std::fs::File::open(&busy).unwrap();
+    writer.lock().unwrap();
     let removal = local.remove(&tag, false).unwrap();
+    assert!(!left.exists(), "a failed pull's partial file is removed");
+    assert!(busy.exists(), "a pull in progress keeps its partial file");
+    drop(writer);
     assert_eq!(removal.deleted.as_deref(), Some(packaged.id.as_str()));
     assert!(local.list().unwrap().is_empty());
     assert!(!gguf.exists(), "the GGUF blob is collected");
@@ -495,4 +506,101 @@ async fn an_endless_manifest_is_refused_without_filling_memory() {
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
     assert!(sent < 64 << 20, "{sent} bytes were sent");
     assert!(local.list().unwrap().is_empty());
+}
+
+/// A "registry" whose `/v2/` asks for a bearer token from its own
+/// `/token`, which streams without end (1 GiB at most). Returns its host
+/// and the token bytes it managed to send.
+async fn endless_token_registry() -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let realm = format!("http://{host}/token");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (counter, realm) = (counter.clone(), realm.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /token") {
+                    let header = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"token\":\"";
+                    if socket.write_all(header.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = vec![b'a'; 64 << 10];
+                    for _ in 0..(1 << 14) {
+                        if socket.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                        counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
+                } else {
+                    let reply = format!(
+                        "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"{realm}\",service=\"evil\"\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                }
+            });
+        }
+    });
+    (host, sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_token_response_is_refused_without_filling_memory() {
+    let (host, sent) = endless_token_registry().await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = store(dir.path());
+    let reference = local.parse_ref(&format!("{host}/evil/model:v1")).unwrap();
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        registry().pull(&local, &reference, quiet()),
+    )
+    .await
+    .expect("the pull gave up in time")
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err:?}");
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent < 64 << 20, "{sent} bytes were sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_config_is_refused_before_it_is_fetched() {
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": CONFIG_MEDIA_TYPE,
+            "digest": format!("sha256:{}", "a".repeat(64)),
+            "size": 17_000_000,
+        },
+        "layers": [{
+            "mediaType": GGUF_MEDIA_TYPE,
+            "digest": format!("sha256:{}", "b".repeat(64)),
+            "size": 100,
+        }],
+    });
+    let (host, _) = fake_registry(Some(serde_json::to_vec(&manifest).unwrap())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = store(dir.path());
+    let before = files(dir.path());
+    let reference = local.parse_ref(&format!("{host}/big/config:v1")).unwrap();
+    let err = registry()
+        .pull(&local, &reference, quiet())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::InvalidArtifact { reason, .. } if reason.contains("config")),
+        "{err:?}"
+    );
+    assert_eq!(files(dir.path()), before, "nothing was written");
 }

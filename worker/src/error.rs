@@ -20,9 +20,14 @@ pub enum EngineError {
     },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
-    /// A request field is wrong; `param` names it as the OpenAI API does.
+    /// A request field is wrong; `param` names it as the OpenAI API does,
+    /// `code` says how (`invalid_request` unless more is known).
     #[error("invalid request: {message}")]
-    InvalidParam { param: String, message: String },
+    InvalidParam {
+        param: String,
+        message: String,
+        code: ErrorCode,
+    },
     #[error("all {slots} slots of model `{model}` are busy")]
     Busy { model: String, slots: u32 },
     #[error("the worker is shutting down")]
@@ -41,6 +46,25 @@ impl EngineError {
         Self::InvalidParam {
             param: param.into(),
             message: message.into(),
+            code: ErrorCode::InvalidRequest,
+        }
+    }
+
+    /// A JSON schema in `param` that cannot be enforced.
+    pub fn schema(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::param(param, message).with_code(ErrorCode::InvalidSchema)
+    }
+
+    /// Gives an [`Self::InvalidParam`] a more precise code.
+    #[must_use]
+    pub fn with_code(self, code: ErrorCode) -> Self {
+        match self {
+            Self::InvalidParam { param, message, .. } => Self::InvalidParam {
+                param,
+                message,
+                code,
+            },
+            other => other,
         }
     }
 
@@ -52,7 +76,8 @@ impl EngineError {
             Self::ModelNotFound(_) => (F::Client, C::ModelNotFound),
             Self::NotLoaded(_) => (F::Gone, C::ModelNotLoaded),
             Self::ContextLengthExceeded { .. } => (F::Client, C::ContextLengthExceeded),
-            Self::InvalidRequest(_) | Self::InvalidParam { .. } => (F::Client, C::InvalidRequest),
+            Self::InvalidRequest(_) => (F::Client, C::InvalidRequest),
+            Self::InvalidParam { code, .. } => (F::Client, *code),
             Self::Busy { .. } => (F::Busy, C::SlotsBusy),
             Self::ShuttingDown => (F::Gone, C::ShuttingDown),
             Self::LoadFailed { .. } => (F::Internal, C::LoadFailed),

@@ -13,6 +13,8 @@ pub mod pool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod schema;
+
 pub const MODEL: &str = "ai/smollm2";
 
 /// The test model's path (fetched once by `scripts/fetch-test-model`).

@@ -65,9 +65,18 @@ impl HttpApp {
         self.drain.clone()
     }
 
-    /// Serves one request; returns whether the connection may be reused.
+    /// Serves one request under its request id (echoed as `x-request-id`,
+    /// and a field of every log line about it); returns whether the
+    /// connection may be reused.
     async fn handle(&self, session: &mut ServerSession) -> bool {
+        use tracing::Instrument as _;
         let _guard = self.drain.enter();
+        let request_id = respond::assign_request_id(session);
+        let span = tracing::info_span!("request", request_id = %request_id);
+        self.route(session).instrument(span).await
+    }
+
+    async fn route(&self, session: &mut ServerSession) -> bool {
         let header = session.req_header();
         let route = match routes::route(&header.method, header.uri.path()) {
             Ok(route) => route,

@@ -1,5 +1,6 @@
 //! Writing responses on a pingora session. Every error reaches the client
-//! through [`error`], in OpenAI's shape.
+//! through [`error`], in OpenAI's shape, and every response carries the
+//! headers [`stamp`] adds (the request id).
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -11,6 +12,50 @@ use crate::error::ApiError;
 /// Headers a response carries besides its content headers (which worker
 /// served it, how long it queued, when to retry).
 pub type Extra = [(&'static str, String)];
+
+/// The request id header: taken from the client when it sent a usable one,
+/// else made here; echoed on every response and logged with the request.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The longest client-chosen request id kept.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Gives the request its id (the client's, if it is 1-128 visible ASCII
+/// characters, else a new `req_…`) and records it in the request's headers,
+/// where [`stamp`] finds it. Returns the id.
+pub fn assign_request_id(session: &mut ServerSession) -> String {
+    let given = session
+        .req_header()
+        .headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=MAX_REQUEST_ID_LEN).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_owned);
+    let id = given.unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
+    let _ = session
+        .req_header_mut()
+        .insert_header(REQUEST_ID, id.as_str());
+    id
+}
+
+/// The request's id, as [`assign_request_id`] recorded it.
+pub fn request_id(session: &ServerSession) -> Option<&str> {
+    session
+        .req_header()
+        .headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Adds the headers every response carries. The one place to add more.
+fn stamp(session: &ServerSession, header: &mut ResponseHeader) -> bool {
+    match request_id(session) {
+        Some(id) => header.insert_header(REQUEST_ID, id).is_ok(),
+        None => true,
+    }
+}
 
 /// Writes a complete response. Returns false if the client is gone.
 pub async fn full(
@@ -30,10 +75,11 @@ pub async fn full_with(
     body: Bytes,
     extra: &Extra,
 ) -> bool {
-    let Ok(mut header) = ResponseHeader::build(status, Some(3 + extra.len())) else {
+    let Ok(mut header) = ResponseHeader::build(status, Some(4 + extra.len())) else {
         return false;
     };
-    let ok = header.insert_header("content-type", content_type).is_ok()
+    let ok = stamp(session, &mut header)
+        && header.insert_header("content-type", content_type).is_ok()
         && header
             .insert_header("content-length", body.len().to_string())
             .is_ok()
@@ -93,15 +139,21 @@ pub async fn error_with(session: &mut ServerSession, err: &ApiError, extra: &Ext
 
 /// Starts a server-sent-events response; the body follows in chunks.
 pub async fn start_events(session: &mut ServerSession, extra: &Extra) -> bool {
+    let mut headers = Vec::with_capacity(extra.len() + 1);
+    headers.push(("x-accel-buffering", "no".to_owned()));
+    headers.extend_from_slice(extra);
+    start_stream(session, "text/event-stream", &headers).await
+}
+
+/// Starts a chunked 200 response of `content_type`; the body follows.
+pub async fn start_stream(session: &mut ServerSession, content_type: &str, extra: &Extra) -> bool {
     let Ok(mut header) = ResponseHeader::build(StatusCode::OK, Some(4 + extra.len())) else {
         return false;
     };
-    let ok = header
-        .insert_header("content-type", "text/event-stream")
-        .is_ok()
+    let ok = stamp(session, &mut header)
+        && header.insert_header("content-type", content_type).is_ok()
         && header.insert_header("cache-control", "no-cache").is_ok()
         && header.insert_header("transfer-encoding", "chunked").is_ok()
-        && header.insert_header("x-accel-buffering", "no").is_ok()
         && extra
             .iter()
             .all(|(name, value)| header.insert_header(*name, value.as_str()).is_ok());

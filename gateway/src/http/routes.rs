@@ -135,13 +135,13 @@ fn store_route(method: &Method, path: &str) -> Result<StoreRoute, ApiError> {
     }
     if method == Method::POST {
         if let Some(name) = rest.strip_suffix("/tag") {
-            return Ok(StoreRoute::Tag(percent_decode(name)));
+            return Ok(StoreRoute::Tag(model_name(name)?));
         }
         if let Some(name) = rest.strip_suffix("/push") {
-            return Ok(StoreRoute::Push(percent_decode(name)));
+            return Ok(StoreRoute::Push(model_name(name)?));
         }
     }
-    let name = percent_decode(rest);
+    let name = model_name(rest)?;
     if get {
         Ok(StoreRoute::Get(name))
     } else if method == Method::DELETE {
@@ -149,6 +149,20 @@ fn store_route(method: &Method, path: &str) -> Result<StoreRoute, ApiError> {
     } else {
         Err(not_allowed("GET, DELETE"))
     }
+}
+
+/// A model name from a `/models/…` path: percent-decoded, then at most
+/// 512 visible ASCII characters (references are ASCII; anything else is a
+/// 400 before the worker is asked).
+fn model_name(segment: &str) -> Result<String, ApiError> {
+    let name = percent_decode(segment);
+    if name.is_empty() || name.len() > 512 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::field(
+            "name",
+            "a model name in the path must be 1-512 visible ASCII characters",
+        ));
+    }
+    Ok(name)
 }
 
 /// `/engines/v1/x` and `/engines/llama.cpp/v1/x` → `/v1/x`; any other engine
@@ -254,6 +268,25 @@ mod tests {
             route(&Method::POST, "/models"),
             Err(ApiError::MethodNotAllowed { .. })
         ));
+    }
+
+    #[test]
+    fn non_ascii_model_names_are_refused() {
+        for path in [
+            "/models/ünï",
+            "/models/%C3%BC",
+            "/models/a%00b",
+            "/models/a%20b/tag",
+        ] {
+            for method in [Method::GET, Method::DELETE, Method::POST] {
+                let err = route(&method, path);
+                assert!(
+                    matches!(&err, Err(ApiError::InvalidField { param, .. }) if param == "name")
+                        || method == Method::POST && !path.ends_with("/tag"),
+                    "{method} {path}: {err:?}"
+                );
+            }
+        }
     }
 
     #[test]

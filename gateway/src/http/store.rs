@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use herd_proto::v1 as pb;
 use http::StatusCode;
-use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use serde_json::{Value, json};
 use tonic::Streaming;
@@ -121,6 +120,17 @@ pub async fn serve(
                 Ok(from) => from,
                 Err(err) => return respond::error(session, &err).await,
             };
+            // A reference the store cannot parse is refused before any
+            // registry is contacted.
+            if let Err(e) = herd_store::ModelRef::parse(&from, dispatcher.default_registry()) {
+                let err = ApiError::Worker {
+                    status: StatusCode::BAD_REQUEST,
+                    code: herd_proto::error::ErrorCode::InvalidReference.api_code(),
+                    param: Some("from".into()),
+                    message: e.to_string(),
+                };
+                return respond::error(session, &err).await;
+            }
             let stream = client
                 .pull_model(pb::PullModelRequest { reference: from })
                 .await
@@ -234,18 +244,7 @@ async fn transfer(
     } else {
         "text/plain; charset=utf-8"
     };
-    let Ok(mut header) = ResponseHeader::build(StatusCode::OK, Some(3)) else {
-        return false;
-    };
-    let ok = header.insert_header("content-type", content_type).is_ok()
-        && header.insert_header("cache-control", "no-cache").is_ok()
-        && header.insert_header("transfer-encoding", "chunked").is_ok();
-    if !ok
-        || session
-            .write_response_header(Box::new(header))
-            .await
-            .is_err()
-    {
+    if !respond::start_stream(session, content_type, &[]).await {
         return false;
     }
     let mut lines = Lines {

@@ -53,13 +53,8 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerationRequest, ApiError> {
     request.generate.tools = tools;
     request.generate.tool_choice = tool_choice;
     fields.reject_unless_neutral("functions", "use `tools`; `functions` is deprecated")?;
+    // With tools too, it shapes the answer of a reply that calls none.
     request.generate.response_format = parse_response_format(&fields)?;
-    if request.generate.response_format.is_some() && !request.generate.tools.is_empty() {
-        return Err(ApiError::unsupported(
-            "response_format",
-            "`response_format` cannot be combined with `tools`",
-        ));
-    }
     fields.reject_unless_neutral("top_logprobs", "log probabilities are not available yet")?;
     Ok(request)
 }

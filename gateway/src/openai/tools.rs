@@ -7,18 +7,44 @@ use serde_json::{Map, Value};
 use super::fields::Fields;
 use crate::error::ApiError;
 
-/// `tools` and `tool_choice`. `tool_choice: "none"` (or no tools) sends no
-/// tools at all, so the model answers in prose.
+/// The most tools a request may give, and the most bytes their descriptions
+/// and parameter schemas may total (the worker's limits).
+pub const MAX_TOOLS: usize = 64;
+pub const MAX_TOOLS_BYTES: usize = 128 * 1024;
+
+/// `tools`, `tool_choice` and `parallel_tool_calls`. `tool_choice: "none"`
+/// (or no tools) sends no tools at all, so the model answers in prose.
 pub fn parse_tools(fields: &Fields) -> Result<(Vec<pb::Tool>, Option<pb::ToolChoice>), ApiError> {
+    // OpenAI's default: a reply may call several tools.
+    let single_call = fields.bool("parallel_tool_calls")? == Some(false);
     let tools = match fields.get("tools") {
         None => Vec::new(),
+        Some(Value::Array(items)) if items.len() > MAX_TOOLS => {
+            return Err(ApiError::field(
+                "tools",
+                format!("at most {MAX_TOOLS} tools may be given"),
+            ));
+        }
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(i, t)| parse_tool(i, t))
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<Vec<_>, _>>()?,
         Some(_) => return Err(ApiError::field("tools", "`tools` must be an array")),
     };
+    let bytes: usize = tools
+        .iter()
+        .map(|t| t.parameters_json.len() + t.description.len())
+        .sum();
+    if bytes > MAX_TOOLS_BYTES {
+        return Err(ApiError::field(
+            "tools",
+            format!(
+                "the tools' descriptions and parameter schemas may total at most {} KiB",
+                MAX_TOOLS_BYTES / 1024
+            ),
+        ));
+    }
     use pb::tool_choice::Mode;
     let (mode, function) = match fields.get("tool_choice") {
         None => (Mode::Auto, String::new()),
@@ -73,6 +99,7 @@ pub fn parse_tools(fields: &Fields) -> Result<(Vec<pb::Tool>, Option<pb::ToolCho
         Some(pb::ToolChoice {
             mode: mode as i32,
             function,
+            single_call,
         }),
     ))
 }
@@ -192,7 +219,11 @@ mod tests {
         assert_eq!(tools[0].name, "get_weather");
         assert_eq!(choice.unwrap().mode, pb::tool_choice::Mode::Auto as i32);
         let (_, choice) = parse(&format!(r#"{{{TOOLS},"tool_choice":"required"}}"#)).unwrap();
-        assert_eq!(choice.unwrap().mode, pb::tool_choice::Mode::Required as i32);
+        let choice = choice.unwrap();
+        assert_eq!(choice.mode, pb::tool_choice::Mode::Required as i32);
+        assert!(!choice.single_call, "parallel calls are the default");
+        let (_, choice) = parse(&format!(r#"{{{TOOLS},"parallel_tool_calls":false}}"#)).unwrap();
+        assert!(choice.unwrap().single_call);
         let (_, choice) = parse(&format!(
             r#"{{{TOOLS},"tool_choice":{{"type":"function","function":{{"name":"get_weather"}}}}}}"#
         ))
@@ -223,5 +254,14 @@ mod tests {
             "tool_choice.function.name"
         );
         assert_eq!(param(r#"{"tool_choice":"required"}"#), "tool_choice");
+        let many = vec![r#"{"type":"function","function":{"name":"f"}}"#; MAX_TOOLS + 1];
+        assert_eq!(
+            param(&format!(r#"{{"tools":[{}]}}"#, many.join(","))),
+            "tools"
+        );
+        assert_eq!(
+            param(r#"{"parallel_tool_calls":"no"}"#),
+            "parallel_tool_calls"
+        );
     }
 }

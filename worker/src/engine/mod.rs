@@ -12,6 +12,7 @@ pub mod changes;
 pub mod counters;
 pub mod llama;
 pub mod mock;
+pub mod schema;
 pub mod slots;
 pub mod text;
 pub mod tools;
@@ -74,6 +75,9 @@ pub enum ToolChoice {
 pub struct ToolUse {
     pub tools: Vec<Tool>,
     pub choice: ToolChoice,
+    /// Whether one reply may call several tools (OpenAI's
+    /// `parallel_tool_calls`, true by default).
+    pub parallel: bool,
 }
 
 /// A call of a tool; `arguments` is a JSON object as text.
@@ -142,6 +146,8 @@ pub struct GenerationRequest {
     pub sampling: Sampling,
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
+    /// The response format. With `tools`, it shapes the answer the model
+    /// gives when it calls no tool.
     pub constraint: Option<Constraint>,
     pub tools: Option<ToolUse>,
 }

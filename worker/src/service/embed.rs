@@ -13,12 +13,13 @@ pub async fn run(
     request: pb::EmbedRequest,
 ) -> Result<pb::EmbedResponse, EngineError> {
     if request.model.is_empty() {
-        return Err(EngineError::InvalidRequest("`model` is required".into()));
+        return Err(EngineError::param("model", "`model` is required"));
     }
     if request.inputs.is_empty() || request.inputs.len() > MAX_INPUTS {
-        return Err(EngineError::InvalidRequest(format!(
-            "`inputs` must hold 1 to {MAX_INPUTS} inputs"
-        )));
+        return Err(EngineError::param(
+            "input",
+            format!("`input` must hold 1 to {MAX_INPUTS} inputs"),
+        ));
     }
     let inputs = request
         .inputs
@@ -26,7 +27,7 @@ pub async fn run(
         .map(|i| match i.input {
             Some(pb::embed_input::Input::Text(t)) => Ok(EmbedInput::Text(t)),
             Some(pb::embed_input::Input::Tokens(t)) => Ok(EmbedInput::Tokens(t.ids)),
-            None => Err(EngineError::InvalidRequest("an input is empty".into())),
+            None => Err(EngineError::param("input", "an input is empty")),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let out = engine.embed(&request.model, inputs).await?;
@@ -64,7 +65,7 @@ mod tests {
         for count in [0, MAX_INPUTS + 1] {
             assert!(matches!(
                 run(&engine, request(count)).await,
-                Err(EngineError::InvalidRequest(_))
+                Err(EngineError::InvalidParam { .. })
             ));
         }
     }

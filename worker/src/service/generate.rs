@@ -112,14 +112,16 @@ const MAX_STOP_BYTES: usize = 1024;
 
 /// Checks a wire request and applies sampling defaults.
 pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationRequest, EngineError> {
-    let invalid = |m: &str| EngineError::InvalidRequest(m.to_owned());
     if request.model.is_empty() {
-        return Err(invalid("`model` is required"));
+        return Err(EngineError::param("model", "`model` is required"));
     }
     let input = match request.input {
         Some(pb::generate_request::Input::Chat(chat)) => {
             if chat.messages.is_empty() {
-                return Err(invalid("`messages` must not be empty"));
+                return Err(EngineError::param(
+                    "messages",
+                    "`messages` must not be empty",
+                ));
             }
             Input::Chat(
                 chat.messages
@@ -143,7 +145,12 @@ pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationReque
             )
         }
         Some(pb::generate_request::Input::Prompt(p)) => Input::Prompt(p.text),
-        None => return Err(invalid("one of `chat` or `prompt` is required")),
+        None => {
+            return Err(EngineError::param(
+                "messages",
+                "one of `chat` or `prompt` is required",
+            ));
+        }
     };
     let defaults = Sampling::default();
     let s = request.sampling.unwrap_or_default();
@@ -166,33 +173,60 @@ pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationReque
     .iter()
     .all(|v| v.is_finite());
     if !finite || sampling.temperature < 0.0 {
-        return Err(invalid(
+        let param = [
+            ("temperature", sampling.temperature),
+            ("top_p", sampling.top_p),
+            ("min_p", sampling.min_p),
+            ("presence_penalty", sampling.presence_penalty),
+        ]
+        .iter()
+        .find(|(name, v)| !v.is_finite() || (*name == "temperature" && *v < 0.0))
+        .map_or("frequency_penalty", |(name, _)| *name);
+        return Err(EngineError::param(
+            param,
             "sampling parameters must be finite, temperature at least 0",
         ));
     }
-    if !(0.0..=1.0).contains(&sampling.top_p) || !(0.0..=1.0).contains(&sampling.min_p) {
-        return Err(invalid("`top_p` and `min_p` must be between 0 and 1"));
+    if !(0.0..=1.0).contains(&sampling.top_p) {
+        return Err(EngineError::param(
+            "top_p",
+            "`top_p` must be between 0 and 1",
+        ));
+    }
+    if !(0.0..=1.0).contains(&sampling.min_p) {
+        return Err(EngineError::param(
+            "min_p",
+            "`min_p` must be between 0 and 1",
+        ));
     }
     // OpenAI's range. Larger penalties push tokens the grammar allows down
     // to -inf like the ones it forbids, and llama.cpp aborts the process
     // when it then samples a forbidden token.
     let penalties = Sampling::PENALTY_RANGE;
-    if !penalties.contains(&sampling.presence_penalty)
-        || !penalties.contains(&sampling.frequency_penalty)
-    {
-        return Err(invalid(
-            "`presence_penalty` and `frequency_penalty` must be between -2 and 2",
-        ));
+    for (param, value) in [
+        ("presence_penalty", sampling.presence_penalty),
+        ("frequency_penalty", sampling.frequency_penalty),
+    ] {
+        if !penalties.contains(&value) {
+            return Err(EngineError::param(
+                param,
+                format!("`{param}` must be between -2 and 2"),
+            ));
+        }
     }
     if request.max_tokens == Some(0) {
-        return Err(invalid("`max_tokens` must be at least 1"));
+        return Err(EngineError::param(
+            "max_tokens",
+            "`max_tokens` must be at least 1",
+        ));
     }
     // Every stop string is looked for after every token, on the thread
     // that decodes all of the model's slots.
     if request.stop.len() > MAX_STOPS || request.stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
-        return Err(invalid(&format!(
-            "`stop` takes at most {MAX_STOPS} strings of at most {MAX_STOP_BYTES} bytes"
-        )));
+        return Err(EngineError::param(
+            "stop",
+            format!("`stop` takes at most {MAX_STOPS} strings of at most {MAX_STOP_BYTES} bytes"),
+        ));
     }
     let constraint = match request.response_format.and_then(|f| f.format) {
         None | Some(pb::response_format::Format::JsonObject(false)) => None,
@@ -202,11 +236,8 @@ pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationReque
         }
     };
     let tools = to_tool_use(request.tools, request.tool_choice)?;
-    if tools.is_some() && constraint.is_some() {
-        return Err(invalid("`response_format` cannot be combined with `tools`"));
-    }
     if tools.is_some() && !matches!(input, Input::Chat(_)) {
-        return Err(invalid("`tools` need a chat input"));
+        return Err(EngineError::param("tools", "`tools` need a chat input"));
     }
     Ok(GenerationRequest {
         id: request.request_id,
@@ -220,6 +251,12 @@ pub fn to_engine_request(request: pb::GenerateRequest) -> Result<GenerationReque
     })
 }
 
+/// The most tools a request may give, and the most bytes of descriptions and
+/// parameter schemas together: every tool is in the prompt and in the
+/// grammar each sampled token is checked against.
+pub const MAX_TOOLS: usize = 64;
+pub const MAX_TOOLS_BYTES: usize = 128 * 1024;
+
 /// Tools and the choice among them; `None` when there are no tools.
 fn to_tool_use(
     tools: Vec<pb::Tool>,
@@ -228,17 +265,37 @@ fn to_tool_use(
     if tools.is_empty() {
         return Ok(None);
     }
+    if tools.len() > MAX_TOOLS {
+        return Err(EngineError::param(
+            "tools",
+            format!("at most {MAX_TOOLS} tools may be given"),
+        ));
+    }
+    let schema_bytes: usize = tools
+        .iter()
+        .map(|t| t.parameters_json.len() + t.description.len())
+        .sum();
+    if schema_bytes > MAX_TOOLS_BYTES {
+        return Err(EngineError::param(
+            "tools",
+            format!(
+                "the tools' descriptions and parameter schemas may total at most {} KiB",
+                MAX_TOOLS_BYTES / 1024
+            ),
+        ));
+    }
     let tools = tools
         .into_iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let parameters = if t.parameters_json.is_empty() {
                 None
             } else {
                 Some(serde_json::from_str(&t.parameters_json).map_err(|e| {
-                    EngineError::InvalidRequest(format!(
-                        "parameters of tool `{}` are not JSON: {e}",
-                        t.name
-                    ))
+                    EngineError::schema(
+                        format!("tools[{i}].function.parameters"),
+                        format!("parameters of tool `{}` are not JSON: {e}", t.name),
+                    )
                 })?)
             };
             Ok(Tool {
@@ -249,20 +306,27 @@ fn to_tool_use(
         })
         .collect::<Result<Vec<_>, EngineError>>()?;
     let choice = choice.unwrap_or_default();
-    let choice = match pb::tool_choice::Mode::try_from(choice.mode) {
+    let mode = match pb::tool_choice::Mode::try_from(choice.mode) {
         Ok(pb::tool_choice::Mode::Required) => ToolChoice::Required,
         Ok(pb::tool_choice::Mode::Function) => {
             if !tools.iter().any(|t| t.name == choice.function) {
-                return Err(EngineError::InvalidRequest(format!(
-                    "`tool_choice` names `{}`, which is not among the tools",
-                    choice.function
-                )));
+                return Err(EngineError::param(
+                    "tool_choice",
+                    format!(
+                        "`tool_choice` names `{}`, which is not among the tools",
+                        choice.function
+                    ),
+                ));
             }
-            ToolChoice::Function(choice.function)
+            ToolChoice::Function(choice.function.clone())
         }
         _ => ToolChoice::Auto,
     };
-    Ok(Some(ToolUse { tools, choice }))
+    Ok(Some(ToolUse {
+        tools,
+        choice: mode,
+        parallel: !choice.single_call,
+    }))
 }
 
 /// llama.cpp seeds are 32-bit; fold the 64-bit wire seed into one.
@@ -327,7 +391,7 @@ mod tests {
         r.input = None;
         assert!(matches!(
             to_engine_request(r),
-            Err(EngineError::InvalidRequest(_))
+            Err(EngineError::InvalidParam { .. })
         ));
         let mut r = chat_request();
         r.sampling = Some(pb::SamplingParams {
@@ -336,7 +400,7 @@ mod tests {
         });
         assert!(matches!(
             to_engine_request(r),
-            Err(EngineError::InvalidRequest(_))
+            Err(EngineError::InvalidParam { .. })
         ));
         for sampling in [
             pb::SamplingParams {
@@ -356,7 +420,7 @@ mod tests {
             r.sampling = Some(sampling);
             assert!(matches!(
                 to_engine_request(r),
-                Err(EngineError::InvalidRequest(_))
+                Err(EngineError::InvalidParam { .. })
             ));
         }
         let mut r = chat_request();
@@ -370,19 +434,19 @@ mod tests {
         r.stop = vec!["x".into(); MAX_STOPS + 1];
         assert!(matches!(
             to_engine_request(r),
-            Err(EngineError::InvalidRequest(_))
+            Err(EngineError::InvalidParam { .. })
         ));
         let mut r = chat_request();
         r.stop = vec!["x".repeat(MAX_STOP_BYTES + 1)];
         assert!(matches!(
             to_engine_request(r),
-            Err(EngineError::InvalidRequest(_))
+            Err(EngineError::InvalidParam { .. })
         ));
         let mut r = chat_request();
         r.max_tokens = Some(0);
         assert!(matches!(
             to_engine_request(r),
-            Err(EngineError::InvalidRequest(_))
+            Err(EngineError::InvalidParam { .. })
         ));
     }
 }

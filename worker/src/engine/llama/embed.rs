@@ -1,6 +1,8 @@
 //! Embeddings: one thread per model, started on first use, owning a context
 //! made for pooled embeddings. Each input is decoded as its own sequence and
-//! its pooled vector L2-normalised.
+//! its pooled vector L2-normalised. A job whose caller went away stops at
+//! the next input; the thread (and its context's memory) goes away after
+//! [`IDLE_EXIT`] without work, and is started again on the next job.
 
 use std::num::NonZeroU32;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -14,6 +16,9 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::oneshot;
 
 use crate::error::EngineError;
+
+/// How long the embedding thread waits for work before it exits.
+pub const IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A batch of tokenized inputs and where to send their vectors.
 #[derive(Debug)]
@@ -84,13 +89,24 @@ fn run(
     };
     ready(Ok(()));
     let mut batch = LlamaBatch::new(context_size as usize, 1);
-    while let Ok(job) = jobs.recv() {
-        let result = job
-            .inputs
-            .iter()
-            .map(|tokens| embed_one(&mut ctx, &mut batch, tokens))
-            .collect();
-        let _ = job.reply.send(result);
+    while let Ok(job) = jobs.recv_timeout(IDLE_EXIT) {
+        let mut vectors = Vec::with_capacity(job.inputs.len());
+        let mut failed = None;
+        for tokens in &job.inputs {
+            if job.reply.is_closed() {
+                // The caller left: the rest is not worth computing.
+                tracing::debug!("embedding job abandoned by its caller");
+                break;
+            }
+            match embed_one(&mut ctx, &mut batch, tokens) {
+                Ok(v) => vectors.push(v),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let _ = job.reply.send(failed.map_or(Ok(vectors), Err));
     }
 }
 

@@ -25,9 +25,10 @@ use crate::config::{ModelConfig, WorkerConfig};
 use crate::engine::changes::Changes;
 use crate::engine::counters::Counters;
 use crate::engine::slots::SlotPermit;
+use crate::engine::tools;
 use crate::engine::{
-    Constraint, EmbedInput, Embeddings, Engine, EngineStatus, GenerationEvent, GenerationRequest,
-    Input, ModelInfo,
+    EmbedInput, Embeddings, Engine, EngineStatus, GenerationEvent, GenerationRequest, Input,
+    ModelInfo,
 };
 use crate::error::EngineError;
 use crate::gpu::GpuPlan;
@@ -62,15 +63,20 @@ struct ModelRunner {
 }
 
 impl ModelRunner {
-    /// The embedding thread's queue, starting the thread if needed.
-    fn embedder(&self) -> Result<Sender<embed::EmbedJob>, EngineError> {
+    /// Hands `job` to the embedding thread, starting it if it is not
+    /// running (first use, or it exited while idle).
+    fn embed_job(&self, job: embed::EmbedJob) -> Result<(), EngineError> {
         let mut guard = self
             .embedder
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(tx) = guard.as_ref() {
-            return Ok(tx.clone());
-        }
+        let job = match guard.as_ref() {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return Ok(()),
+                Err(std::sync::mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
         let tx = embed::start(
             backend()?,
             self.model.clone(),
@@ -78,8 +84,9 @@ impl ModelRunner {
             self.settings.threads,
             &self.config.name,
         )?;
-        *guard = Some(tx.clone());
-        Ok(tx)
+        tx.send(job).map_err(|_| EngineError::ShuttingDown)?;
+        *guard = Some(tx);
+        Ok(())
     }
 }
 
@@ -299,24 +306,35 @@ impl Engine for LlamaEngine {
                 slots: runner.settings.slots,
             })?;
         let model = runner.model.clone();
-        let tool_mode = request.tools.is_some();
-        let (input, constraint) = match (&request.tools, request.input) {
-            (Some(tools), Input::Chat(messages)) => (
-                Input::Chat(crate::engine::tools::prepare(&messages, tools)),
-                Some(Constraint::JsonSchema(crate::engine::tools::schema(tools))),
-            ),
-            (_, input) => (input, request.constraint),
+        // Huge prompts are refused before they are rendered or tokenized.
+        let bytes = match &request.input {
+            Input::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+            Input::Prompt(text) => text.len(),
         };
-        let (prompt, grammar) = tokio::task::spawn_blocking(move || {
-            let prompt = model.prompt_tokens(&input)?;
-            let grammar = constraint
-                .as_ref()
-                .map(grammar::for_constraint)
-                .transpose()?;
-            Ok::<_, EngineError>((prompt, grammar))
-        })
-        .await
-        .map_err(|e| EngineError::Internal(format!("tokenizer task failed: {e}")))??;
+        model.check_size(bytes, runner.settings.context_per_slot)?;
+        let tool_mode = request
+            .tools
+            .as_ref()
+            .map(|_| tools::Answer::for_constraint(request.constraint.as_ref()));
+        let (input, constraint) = match (&request.tools, request.input) {
+            (Some(use_), Input::Chat(messages)) => (
+                Input::Chat(tools::prepare(&messages, use_, request.constraint.as_ref())),
+                Some(grammar::Source::Tools(
+                    use_.clone(),
+                    request.constraint.clone(),
+                )),
+            ),
+            (_, input) => (input, request.constraint.map(grammar::Source::Response)),
+        };
+        let weights = model.weights.clone();
+        let prompt = tokio::task::spawn_blocking(move || model.prompt_tokens(&input));
+        let grammar = match constraint {
+            Some(source) => Some(grammar::prepare(weights, source).await?),
+            None => None,
+        };
+        let prompt = prompt
+            .await
+            .map_err(|e| EngineError::Internal(format!("tokenizer task failed: {e}")))??;
         let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
         if prompt_tokens >= runner.settings.context_per_slot {
             return Err(EngineError::ContextLengthExceeded {
@@ -347,6 +365,11 @@ impl Engine for LlamaEngine {
         let runner = self.runner(model)?;
         let weights = runner.model.clone();
         let context_size = runner.settings.context_per_slot;
+        for input in &inputs {
+            if let EmbedInput::Text(text) = input {
+                weights.check_size(text.len(), context_size)?;
+            }
+        }
         let tokens = tokio::task::spawn_blocking(move || {
             inputs
                 .iter()
@@ -370,13 +393,10 @@ impl Engine for LlamaEngine {
             .map(|t| u32::try_from(t.len()).unwrap_or(u32::MAX))
             .fold(0u32, u32::saturating_add);
         let (reply, result) = tokio::sync::oneshot::channel();
-        runner
-            .embedder()?
-            .send(embed::EmbedJob {
-                inputs: tokens,
-                reply,
-            })
-            .map_err(|_| EngineError::ShuttingDown)?;
+        runner.embed_job(embed::EmbedJob {
+            inputs: tokens,
+            reply,
+        })?;
         let vectors = result.await.map_err(|_| EngineError::ShuttingDown)??;
         Ok(Embeddings {
             vectors,

@@ -15,6 +15,7 @@ use crate::config::ModelConfig;
 use crate::engine::{EmbedInput, Input};
 use crate::error::EngineError;
 use crate::gpu::GpuPlan;
+use herd_proto::error::ErrorCode;
 
 /// Weights plus the tokenizer-side knowledge needed to build prompts.
 #[derive(Debug)]
@@ -28,6 +29,9 @@ pub struct LoadedModel {
     pub n_ctx_train: u32,
     /// How token vectors are pooled into one embedding.
     pub pooling: LlamaPoolingType,
+    /// The longest token's text: a text of `n` bytes has at least
+    /// `n / max_token_bytes` tokens.
+    pub max_token_bytes: usize,
 }
 
 impl LoadedModel {
@@ -75,7 +79,18 @@ impl LoadedModel {
                 .and_then(|t| t.to_string().ok())
                 .unwrap_or_else(|| CHATML_TEMPLATE.to_owned()),
         };
-        let template = ChatTemplate::new(&source, bos, eos)?;
+        // The template comes with the artifact: one that misbehaves (loops,
+        // recursion, a huge output) keeps the model from loading.
+        let template =
+            ChatTemplate::new(&source, bos, eos).map_err(|e| EngineError::LoadFailed {
+                model: config.name.clone(),
+                reason: e.to_string(),
+            })?;
+        let max_token_bytes = (0..vocab.n_tokens())
+            .map(|t| vocab.token_to_piece(LlamaToken::new(t), true, None).len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let meta = |key: &str| weights.meta_val_str(key).unwrap_or_default();
         let architecture = meta("general.architecture");
         let quantization = quantization_name(&meta("general.file_type"));
@@ -92,7 +107,21 @@ impl LoadedModel {
             size_bytes,
             n_ctx_train,
             pooling,
+            max_token_bytes,
         })
+    }
+
+    /// Refuses a text of `bytes` bytes that cannot fit `context` tokens,
+    /// before any time is spent rendering or tokenizing it.
+    pub fn check_size(&self, bytes: usize, context: u32) -> Result<(), EngineError> {
+        let at_least = bytes / self.max_token_bytes;
+        if at_least > context as usize {
+            return Err(EngineError::ContextLengthExceeded {
+                prompt_tokens: u32::try_from(at_least).unwrap_or(u32::MAX),
+                context_size: context,
+            });
+        }
+        Ok(())
     }
 
     /// Tokens of one embedding input: text is tokenized, ids are checked
@@ -104,9 +133,14 @@ impl LoadedModel {
             EmbedInput::Tokens(ids) => {
                 let n_vocab = u32::try_from(vocab.n_tokens()).unwrap_or(0);
                 if let Some(bad) = ids.iter().find(|id| **id >= n_vocab) {
-                    return Err(EngineError::InvalidRequest(format!(
-                        "token id {bad} is outside the vocabulary (size {n_vocab})"
-                    )));
+                    return Err(EngineError::param(
+                        "input",
+                        format!(
+                            "token id {bad} is outside the model's vocabulary (size {n_vocab}); \
+                             token ids are read as this model's own, not OpenAI's"
+                        ),
+                    )
+                    .with_code(ErrorCode::InvalidToken));
                 }
                 ids.iter()
                     .map(|id| LlamaToken::new(i32::try_from(*id).unwrap_or(i32::MAX)))
@@ -114,7 +148,7 @@ impl LoadedModel {
             }
         };
         if tokens.is_empty() {
-            return Err(EngineError::InvalidRequest("an input has no tokens".into()));
+            return Err(EngineError::param("input", "an input has no tokens"));
         }
         Ok(tokens)
     }
@@ -122,6 +156,10 @@ impl LoadedModel {
     /// Renders (for chats) and tokenizes the request's input.
     pub fn prompt_tokens(&self, input: &Input) -> Result<Vec<LlamaToken>, EngineError> {
         let vocab = self.weights.vocab();
+        let param = match input {
+            Input::Chat(_) => "messages",
+            Input::Prompt(_) => "prompt",
+        };
         let (text, add_bos) = match input {
             Input::Chat(messages) => {
                 let text = self.template.render(messages)?;
@@ -139,7 +177,7 @@ impl LoadedModel {
         };
         let tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
         if tokens.is_empty() {
-            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+            return Err(EngineError::param(param, "the prompt is empty"));
         }
         Ok(tokens)
     }

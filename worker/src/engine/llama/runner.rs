@@ -39,8 +39,9 @@ pub struct Job {
     pub sampling: Sampling,
     /// GBNF grammar constraining the output.
     pub grammar: Option<String>,
-    /// Tool calling: hold the text back and read it as a call at the end.
-    pub tool_mode: bool,
+    /// Tool calling: hold the text back and read it as calls (or an answer
+    /// of this kind) at the end.
+    pub tool_mode: Option<tools::Answer>,
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
     pub events: UnboundedSender<GenerationEvent>,
@@ -87,6 +88,8 @@ struct Active {
     text: TextAssembler,
     /// Text held back in tool mode.
     collected: String,
+    /// Ends a tool-mode reply that repeats a call.
+    repeats: tools::RepeatGuard,
     first_token_at: Option<Instant>,
 }
 
@@ -207,6 +210,7 @@ fn take_jobs(
             tokens_since_delta: 0,
             text,
             collected: String::new(),
+            repeats: tools::RepeatGuard::default(),
             first_token_at: None,
         });
     }
@@ -358,7 +362,16 @@ fn sample_and_emit(
                 finish(slots, slot, FinishReason::Stop, text, counters);
                 continue;
             }
-            Step::Emit(text) if active.job.tool_mode => active.collected.push_str(&text),
+            Step::Emit(text) if active.job.tool_mode.is_some() => {
+                active.collected.push_str(&text);
+                if let Some(done) = active.repeats.push(&active.collected, &text) {
+                    // The model started over with a call it made: the
+                    // reply is complete without it.
+                    active.collected = done;
+                    finish(slots, slot, FinishReason::Stop, String::new(), counters);
+                    continue;
+                }
+            }
             Step::Emit(text) => {
                 if !text.is_empty() {
                     let tokens = std::mem::take(&mut active.tokens_since_delta);
@@ -407,16 +420,25 @@ fn finish(
     } = active.job;
     drop(permit);
     let now = Instant::now();
-    let (text, reason, tool_calls) = if tool_mode && reason != FinishReason::Cancelled {
-        let mut full = active.collected;
-        full.push_str(&text);
-        match tools::interpret(&full, new_call_id) {
-            tools::Outcome::Calls(calls) => (String::new(), FinishReason::ToolCalls, calls),
-            tools::Outcome::Content(content) => (content, reason, Vec::new()),
-            tools::Outcome::Raw(raw) => (raw, reason, Vec::new()),
+    let (text, reason, tool_calls) = match tool_mode {
+        Some(answer) if reason != FinishReason::Cancelled => {
+            let mut full = active.collected;
+            full.push_str(&text);
+            if reason == FinishReason::Length
+                && let Some(calls) = active.repeats.complete_calls(&full)
+            {
+                // Cut short after whole calls: those are the reply.
+                full = calls;
+            }
+            tracing::debug!(reply = %full, ?reason, "tool-mode reply");
+            match tools::interpret(&full, answer, new_call_id) {
+                tools::Outcome::Calls(calls) => (String::new(), FinishReason::ToolCalls, calls),
+                tools::Outcome::Content(content) => (content, reason, Vec::new()),
+                // A call cut short: no content, and the reason says why.
+                tools::Outcome::Nothing => (String::new(), reason, Vec::new()),
+            }
         }
-    } else {
-        (text, reason, Vec::new())
+        _ => (text, reason, Vec::new()),
     };
     if !text.is_empty() {
         let _ = events.send(GenerationEvent::Delta {

@@ -20,10 +20,9 @@ pub fn build(
     let n_vocab = model.n_vocab();
     let mut chain = Vec::new();
     if let Some(grammar) = grammar {
-        chain.push(
-            LlamaSampler::grammar(model, grammar, "root")
-                .map_err(|e| EngineError::InvalidRequest(format!("unusable grammar: {e}")))?,
-        );
+        chain.push(LlamaSampler::grammar(model, grammar, "root").map_err(|e| {
+            EngineError::schema("response_format", format!("unusable grammar: {e}"))
+        })?);
     }
     if sampling.presence_penalty != 0.0 || sampling.frequency_penalty != 0.0 {
         chain.push(LlamaSampler::penalties(
