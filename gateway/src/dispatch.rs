@@ -75,8 +75,8 @@ impl Dispatcher {
         &self.scheduler
     }
 
-    pub fn registry(&self) -> &Arc<crate::workers::Registry> {
-        self.scheduler.registry()
+    pub fn roster(&self) -> &Arc<crate::workers::Roster> {
+        self.scheduler.roster()
     }
 
     /// Bytes of a conversation's beginning that make its prefix key.

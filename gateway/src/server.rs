@@ -1,6 +1,6 @@
 //! Binding and running the gateway: a pingora listening service on a socket
 //! bound up front (so port 0 works and the address is known before serving),
-//! the worker registry following the state store, the pool scheduler, this
+//! the worker roster following the state store, the pool scheduler, this
 //! gateway's own record and load claims in the store, and graceful
 //! shutdown.
 
@@ -19,14 +19,14 @@ use crate::dispatch::Dispatcher;
 use crate::drain::DrainReport;
 use crate::http::HttpApp;
 use crate::scheduler::Scheduler;
-use crate::workers::Registry;
+use crate::workers::Roster;
 
 /// A bound, not yet serving gateway.
 #[derive(Debug)]
 pub struct Gateway {
     listener: TcpListener,
     local_addr: SocketAddr,
-    registry: Arc<Registry>,
+    roster: Arc<Roster>,
     store: Arc<dyn StateStore>,
     config: GatewayConfig,
 }
@@ -42,7 +42,7 @@ impl Gateway {
         Ok(Self {
             listener,
             local_addr,
-            registry: Arc::new(Registry::new()),
+            roster: Arc::new(Roster::new()),
             store,
             config,
         })
@@ -64,8 +64,8 @@ impl Gateway {
         self.local_addr
     }
 
-    pub fn registry(&self) -> Arc<Registry> {
-        self.registry.clone()
+    pub fn roster(&self) -> Arc<Roster> {
+        self.roster.clone()
     }
 
     /// Serves until `shutdown` turns true, then drains: stops accepting at
@@ -102,9 +102,9 @@ impl Gateway {
             tracing::debug!(error = %e, "the gateway's record is not written yet; retrying in the background");
         }
         let claims = Claims::new(self.store.clone(), keys, session.clone(), id.clone());
-        let scheduler = Scheduler::new(&self.config, self.registry.clone(), Some(claims));
+        let scheduler = Scheduler::new(&self.config, self.roster.clone(), Some(claims));
         let follower = self
-            .registry
+            .roster
             .start(scheduler.clone(), membership, shutdown.clone())
             .await;
         let scheduling = tokio::spawn(scheduler.clone().run(shutdown.clone()));

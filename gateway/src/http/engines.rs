@@ -73,7 +73,7 @@ pub async fn running(session: &mut ServerSession, dispatcher: &Dispatcher) -> bo
 /// `GET /engines/df`: bytes of stored models per worker (a blob two models
 /// share counts once per model).
 pub async fn disk_usage(session: &mut ServerSession, dispatcher: &Dispatcher) -> bool {
-    let snapshot = dispatcher.registry().snapshot();
+    let snapshot = dispatcher.roster().snapshot();
     let calls = snapshot
         .workers
         .iter()
@@ -121,7 +121,7 @@ pub async fn disk_usage(session: &mut ServerSession, dispatcher: &Dispatcher) ->
 
 /// `GET /engines/status`: whether any worker runs.
 pub async fn status(session: &mut ServerSession, dispatcher: &Dispatcher) -> bool {
-    let snapshot = dispatcher.registry().snapshot();
+    let snapshot = dispatcher.roster().snapshot();
     let healthy = snapshot.workers.iter().filter(|w| w.healthy).count();
     let state = if healthy > 0 {
         "running"

@@ -12,14 +12,14 @@ use super::respond;
 use crate::dispatch::Dispatcher;
 use crate::error::ApiError;
 use crate::openai::response::{ModelObject, model_list};
-use crate::workers::Registry;
+use crate::workers::Roster;
 
 /// `/readyz`: 200 `ready` when the state store answers and a worker is
 /// healthy; 200 `degraded` when the state store is unreachable but the last
 /// view still has a healthy worker (requests are served; membership changes
 /// wait for the store); 503 `not_ready` with no healthy worker.
-pub async fn ready(session: &mut ServerSession, registry: &Registry) -> bool {
-    let readiness = registry.readiness();
+pub async fn ready(session: &mut ServerSession, roster: &Roster) -> bool {
+    let readiness = roster.readiness();
     let (code, status) = match readiness {
         r if r.healthy == 0 => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
         r if !r.store_connected => (StatusCode::OK, "degraded"),
@@ -33,8 +33,8 @@ pub async fn ready(session: &mut ServerSession, registry: &Registry) -> bool {
     respond::json(session, code, body.to_string().into_bytes()).await
 }
 
-pub async fn models(session: &mut ServerSession, registry: &Registry) -> bool {
-    let list = registry
+pub async fn models(session: &mut ServerSession, roster: &Roster) -> bool {
+    let list = roster
         .snapshot()
         .models()
         .iter()
@@ -45,11 +45,11 @@ pub async fn models(session: &mut ServerSession, registry: &Registry) -> bool {
 
 pub async fn model(
     session: &mut ServerSession,
-    registry: &Registry,
+    roster: &Roster,
     default_registry: &str,
     id: &str,
 ) -> bool {
-    let snapshot = registry.snapshot();
+    let snapshot = roster.snapshot();
     let name = snapshot
         .resolve(id, default_registry)
         .map_or_else(|| id.to_owned(), |(name, _)| name);
@@ -68,7 +68,7 @@ pub async fn model(
 /// scheduler's view of every model: queued, running, replicas, loads,
 /// evictions.
 pub async fn status(session: &mut ServerSession, dispatcher: &Dispatcher) -> bool {
-    let snapshot = dispatcher.registry().snapshot();
+    let snapshot = dispatcher.roster().snapshot();
     let calls = snapshot.workers.iter().map(|worker| async move {
         let live = match worker.client.clone() {
             Some(mut client) => {

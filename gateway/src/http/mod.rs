@@ -90,7 +90,7 @@ impl HttpApp {
                 return respond::error(session, &err).await && session.is_body_done();
             }
         };
-        let registry = self.dispatcher.registry();
+        let roster = self.dispatcher.roster();
         match route {
             Route::Root => {
                 respond::full(
@@ -104,10 +104,10 @@ impl HttpApp {
             Route::Health => {
                 respond::json(session, StatusCode::OK, br#"{"status":"ok"}"#.to_vec()).await
             }
-            Route::Ready => info::ready(session, registry).await,
-            Route::Models => info::models(session, registry).await,
+            Route::Ready => info::ready(session, roster).await,
+            Route::Models => info::models(session, roster).await,
             Route::Model(id) => {
-                info::model(session, registry, self.dispatcher.default_registry(), &id).await
+                info::model(session, roster, self.dispatcher.default_registry(), &id).await
             }
             Route::Status => info::status(session, &self.dispatcher).await,
             Route::Store(store_route) => {

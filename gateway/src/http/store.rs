@@ -54,7 +54,7 @@ pub async fn serve(
             None
         }
     };
-    let Some(mut client) = dispatcher.registry().store_worker() else {
+    let Some(mut client) = dispatcher.roster().store_worker() else {
         return respond::error(session, &ApiError::NoCapacity("the model store".into())).await;
     };
     let result = match route {
@@ -75,7 +75,7 @@ pub async fn serve(
             }))
             .await;
             if removed.is_ok() {
-                dispatcher.registry().refresh().await;
+                dispatcher.roster().refresh().await;
             }
             removed.map(|r| {
                 let mut out: Vec<Value> = r
@@ -98,7 +98,7 @@ pub async fn serve(
                 }))
                 .await;
                 if tagged.is_ok() {
-                    dispatcher.registry().refresh().await;
+                    dispatcher.roster().refresh().await;
                 }
                 tagged.map(|_| {
                     (
@@ -272,7 +272,7 @@ async fn transfer(
                 event: Some(pb::transfer_event::Event::Done(model)),
             }) => {
                 // Let the next request see the pulled model at once.
-                dispatcher.registry().refresh().await;
+                dispatcher.roster().refresh().await;
                 (lines.success(&model), true)
             }
             Ok(pb::TransferEvent { event: None }) => continue,

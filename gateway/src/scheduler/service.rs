@@ -23,7 +23,7 @@ use super::pool::ModelKey;
 use crate::config::GatewayConfig;
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::workers::{Registry, WorkerEvents};
+use crate::workers::{Roster, WorkerEvents};
 
 /// How often time-driven decisions (keep-alive, replica scaling) are made.
 const TICK: Duration = Duration::from_millis(250);
@@ -74,7 +74,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct Scheduler {
     inner: Mutex<Inner>,
-    registry: Arc<Registry>,
+    roster: Arc<Roster>,
     orders: mpsc::UnboundedSender<Order>,
     orders_rx: Mutex<Option<mpsc::UnboundedReceiver<Order>>>,
     /// Cluster-wide load claims (in the shared state store).
@@ -146,13 +146,9 @@ impl Drop for Waiter<'_> {
 }
 
 impl Scheduler {
-    /// A scheduler for `registry`'s workers; with `claims`, every load is
+    /// A scheduler for `roster`'s workers; with `claims`, every load is
     /// claimed cluster-wide first.
-    pub fn new(
-        config: &GatewayConfig,
-        registry: Arc<Registry>,
-        claims: Option<Claims>,
-    ) -> Arc<Self> {
+    pub fn new(config: &GatewayConfig, roster: Arc<Roster>, claims: Option<Claims>) -> Arc<Self> {
         let scheduler = &config.scheduler;
         let settings = Settings {
             aging: scheduler.aging(),
@@ -165,7 +161,7 @@ impl Scheduler {
                 core: SchedulerCore::new(settings, scheduler.policy.build()),
                 waiting: HashMap::new(),
             }),
-            registry,
+            roster,
             orders,
             orders_rx: Mutex::new(Some(orders_rx)),
             claims,
@@ -173,8 +169,8 @@ impl Scheduler {
         })
     }
 
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    pub fn roster(&self) -> &Arc<Roster> {
+        &self.roster
     }
 
     /// Runs the order runner and the timer until `shutdown`. Orders for one
@@ -221,7 +217,7 @@ impl Scheduler {
     pub fn resolve(&self, name: &str) -> Result<Resolved, ApiError> {
         let default_registry = &self.config.default_registry;
         let (resolved, key) = self
-            .registry
+            .roster
             .snapshot()
             .resolve(name, default_registry)
             .ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))?;
@@ -302,7 +298,7 @@ impl Scheduler {
         };
         let grant = reply.map_err(|r| rejection_error(r, &ctx.model))?;
         let granted_at = Instant::now();
-        let Some(client) = self.registry.client(&grant.worker) else {
+        let Some(client) = self.roster.client(&grant.worker) else {
             // It left the pool between the grant and now.
             self.with_core(|core| {
                 core.release(&grant, Outcome::WorkerGone, Duration::ZERO, granted_at);
@@ -408,7 +404,7 @@ impl Scheduler {
                     let revision = self.unload(victim).await;
                     self.with_core(|core| core.unload_done(victim, revision));
                 }
-                let result = match self.registry.client(&order.worker) {
+                let result = match self.roster.client(&order.worker) {
                     Some(mut client) => client
                         .load_model(pb::LoadModelRequest {
                             model: order.name.clone(),
@@ -467,7 +463,7 @@ impl Scheduler {
                 // Victims planned for eviction were not unloaded: the
                 // worker's status shows them again.
                 if !order.evict.is_empty() {
-                    self.registry.refresh_worker(&order.worker).await;
+                    self.roster.refresh_worker(&order.worker).await;
                 }
                 Claimed::Elsewhere
             }
@@ -483,7 +479,7 @@ impl Scheduler {
     /// Unloads on the worker; returns its status revision after (0 if the
     /// call failed: the worker's next status tells).
     async fn unload(&self, order: &UnloadOrder) -> u64 {
-        let Some(mut client) = self.registry.client(&order.worker) else {
+        let Some(mut client) = self.roster.client(&order.worker) else {
             return 0;
         };
         match client

@@ -44,7 +44,7 @@ pub trait WorkerEvents: Send + Sync + 'static {
 type Watcher = (WorkerRecord, JoinHandle<()>);
 
 /// The pool's membership and worker views.
-pub struct Registry {
+pub struct Roster {
     membership: OnceLock<Membership>,
     current: ArcSwap<Snapshot>,
     events: OnceLock<Arc<dyn WorkerEvents>>,
@@ -61,21 +61,21 @@ pub struct Readiness {
     pub total: usize,
 }
 
-impl std::fmt::Debug for Registry {
+impl std::fmt::Debug for Roster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
+        f.debug_struct("Roster")
             .field("workers", &self.snapshot().workers.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Default for Registry {
+impl Default for Roster {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Registry {
+impl Roster {
     pub fn new() -> Self {
         Self {
             membership: OnceLock::new(),
