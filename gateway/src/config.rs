@@ -11,6 +11,10 @@ use serde::Deserialize;
 use crate::routing::PolicyKind;
 use crate::scheduler::{DEFAULT_KEEP_ALIVE, KeepAlive};
 
+/// `[scheduler] evict_hold_ms` unless configured (measured in
+/// docs/benchmarks.md, "Model churn").
+pub const DEFAULT_EVICT_HOLD_MS: u64 = 1000;
+
 /// Default request-body limit: 10 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
@@ -67,6 +71,12 @@ pub struct SchedulerConfig {
     /// When a model's oldest waiting request has waited this long and a
     /// worker has free memory, the model gets one more replica. In ms.
     pub replica_after_ms: u64,
+    /// A model used within this many ms is not evicted to make room for
+    /// another until that one's oldest request has waited as long: the
+    /// waiting requests gather and are served by one load instead of each
+    /// swapping models (docs/benchmarks.md, "Model churn"). 0: evict any
+    /// idle model at once.
+    pub evict_hold_ms: u64,
     /// How long an idle model stays loaded: `"5m"`, `"30s"`, `0`
     /// (unload when idle), `-1` (never). A request's `keep_alive` overrides
     /// it for its model.
@@ -85,6 +95,7 @@ impl Default for SchedulerConfig {
             max_queue_wait_secs: 120,
             aging_secs: 10,
             replica_after_ms: 2000,
+            evict_hold_ms: DEFAULT_EVICT_HOLD_MS,
             keep_alive: DEFAULT_KEEP_ALIVE,
             prefix_key_bytes: 2048,
             worker_header: true,
@@ -103,6 +114,10 @@ impl SchedulerConfig {
 
     pub fn replica_after(&self) -> Duration {
         Duration::from_millis(self.replica_after_ms)
+    }
+
+    pub fn evict_hold(&self) -> Duration {
+        Duration::from_millis(self.evict_hold_ms)
     }
 }
 

@@ -38,6 +38,9 @@ pub const CLAIM_WAIT: Duration = Duration::from_secs(2);
 pub struct Settings {
     pub aging: Duration,
     pub replica_after: Duration,
+    /// A replica used this recently is not evicted for a model whose
+    /// oldest request has waited less (see `placement`).
+    pub evict_hold: Duration,
     pub keep_alive: KeepAlive,
 }
 
@@ -747,10 +750,11 @@ impl SchedulerCore {
             .filter(|w| w.healthy && w.replicas.contains_key(key))
             .count();
         let allow_evict = replicas == 0;
-        let waited_long = model
+        let waited = model
             .queue
             .oldest()
-            .is_some_and(|t| now.saturating_duration_since(t) >= self.settings.replica_after);
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let waited_long = waited >= self.settings.replica_after;
         if replicas > 0 && !waited_long {
             return;
         }
@@ -763,6 +767,12 @@ impl SchedulerCore {
             memory,
             pullable: reference.is_some(),
             allow_evict,
+            evict_idle_for: if waited >= self.settings.evict_hold {
+                Duration::ZERO
+            } else {
+                self.settings.evict_hold
+            },
+            now,
         };
         let Some(plan) = placement::choose(&self.workers, target, busy) else {
             if replicas == 0 && !placement::fits_anywhere(&self.workers, memory) {

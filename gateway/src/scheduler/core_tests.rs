@@ -24,6 +24,7 @@ fn settings() -> Settings {
     Settings {
         aging: Duration::from_secs(10),
         replica_after: Duration::from_secs(2),
+        evict_hold: Duration::ZERO,
         keep_alive: KeepAlive::For(Duration::from_secs(300)),
     }
 }
@@ -254,6 +255,82 @@ fn eviction_takes_the_least_recently_used_idle_model() {
     let report = h.core.report(h.at(7));
     let b = report.iter().find(|r| r.model == key("b")).unwrap();
     assert_eq!(b.stats.evictions, 1);
+}
+
+#[test]
+fn a_model_just_used_is_held_until_the_waiting_model_has_waited_as_long() {
+    let mut h = Harness::new();
+    h.core = SchedulerCore::new(
+        Settings {
+            evict_hold: Duration::from_secs(5),
+            ..settings()
+        },
+        Arc::new(LeastLoaded),
+    );
+    h.status(
+        "w1",
+        200,
+        &[
+            ("a", true, 1, 0, 100),
+            ("b", true, 1, 0, 100),
+            ("c", false, 1, 0, 100),
+        ],
+        0,
+    );
+    for (model, at) in [("a", 10), ("b", 11)] {
+        let t = h.request(model, "t", Priority::Normal, at);
+        h.release(t, Outcome::Done, at);
+    }
+    let c = h.request("c", "t", Priority::Normal, 12);
+    // a and b stay in use while c waits.
+    for (model, at) in [("a", 13), ("b", 14)] {
+        let t = h.request(model, "t", Priority::Normal, at);
+        h.release(t, Outcome::Done, at);
+    }
+    h.core.tick(h.at(16));
+    h.collect();
+    assert!(h.loads.is_empty(), "c waited 4 s, a was used 3 s ago");
+    // c has waited the hold: the least recently used idle model goes.
+    h.core.tick(h.at(17));
+    h.collect();
+    assert_eq!(h.loads.len(), 1);
+    assert_eq!(h.loads[0].evict.len(), 1);
+    assert_eq!(h.loads[0].evict[0].name, "a");
+    assert!(h.grant_of(c).is_none(), "granted once c is loaded");
+}
+
+#[test]
+fn a_model_idle_for_the_hold_is_evicted_without_waiting_longer() {
+    let mut h = Harness::new();
+    h.core = SchedulerCore::new(
+        Settings {
+            evict_hold: Duration::from_secs(5),
+            ..settings()
+        },
+        Arc::new(LeastLoaded),
+    );
+    h.status(
+        "w1",
+        200,
+        &[
+            ("a", true, 1, 0, 100),
+            ("b", true, 1, 0, 100),
+            ("c", false, 1, 0, 100),
+        ],
+        0,
+    );
+    let t = h.request("a", "t", Priority::Normal, 10);
+    h.release(t, Outcome::Done, 10);
+    let t = h.request("b", "t", Priority::Normal, 11);
+    h.release(t, Outcome::Done, 11);
+    h.request("c", "t", Priority::Normal, 12);
+    h.core.tick(h.at(14));
+    h.collect();
+    assert!(h.loads.is_empty(), "a idle 4 s, c waited 2 s");
+    h.core.tick(h.at(15));
+    h.collect();
+    assert_eq!(h.loads.len(), 1);
+    assert_eq!(h.loads[0].evict[0].name, "a", "idle 5 s");
 }
 
 #[test]

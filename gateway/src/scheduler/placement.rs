@@ -8,11 +8,15 @@
 //!    least recently used first — makes room. An idle model has nothing
 //!    running (here or from other gateways) and nothing queued; a model
 //!    with running or waiting requests is never evicted. Fewest evictions
-//!    first, then stored, then the lowest id.
+//!    first, then stored, then the lowest id. A model used less than
+//!    `evict_hold` ago is not a victim until the model to place has waited
+//!    that long: requests for it gather meanwhile and one load serves them
+//!    all, where evicting at once would swap models back and forth.
 //! 3. Else nothing now: the requests keep waiting.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::pool::{ModelKey, WorkerState};
 
@@ -37,6 +41,9 @@ pub struct Target<'a> {
     /// Whether a worker that has not stored it may pull it.
     pub pullable: bool,
     pub allow_evict: bool,
+    /// How long a replica must have been idle to be evicted now.
+    pub evict_idle_for: Duration,
+    pub now: Instant,
 }
 
 /// How good a plan is: fewer evictions, then stored, then more free
@@ -64,7 +71,7 @@ pub fn choose(
         let plan = if free >= memory && worker.below_model_limit(0) {
             Some(Vec::new())
         } else if target.allow_evict {
-            victims(worker, memory, &busy)
+            victims(worker, memory, &target, &busy)
         } else {
             None
         };
@@ -92,12 +99,17 @@ pub fn choose(
 fn victims(
     worker: &WorkerState,
     memory: u64,
+    target: &Target<'_>,
     busy: &impl Fn(&ModelKey) -> bool,
 ) -> Option<Vec<ModelKey>> {
     let mut idle: Vec<_> = worker
         .replicas
         .iter()
-        .filter(|(key, r)| r.idle() && !busy(key))
+        .filter(|(key, r)| {
+            r.idle()
+                && !busy(key)
+                && target.now.saturating_duration_since(r.last_used) >= target.evict_idle_for
+        })
         .collect();
     idle.sort_by_key(|(key, r)| (r.last_used, (*key).clone()));
     let mut free = worker.memory_limit.saturating_sub(worker.used_memory());
@@ -182,6 +194,8 @@ mod tests {
             memory: 100,
             pullable: true,
             allow_evict,
+            evict_idle_for: Duration::ZERO,
+            now: Instant::now(),
         }
     }
 
@@ -226,6 +240,28 @@ mod tests {
         assert_eq!(plan.evict, [key("newer")]);
         // Nothing evictable: wait.
         assert!(choose(&workers, target(&m, true), |_| true).is_none());
+    }
+
+    #[test]
+    fn a_recently_used_model_is_held_until_the_waiters_have_waited_as_long() {
+        let m = key("m");
+        // "old" was last used 6 s before `now`, "newer" 1 s before.
+        let workers = pool(vec![(
+            "a",
+            worker(200, &[("old", 100, 0, 0), ("newer", 100, 5, 0)], &[]),
+        )]);
+        let at = |idle_for: u64| Target {
+            evict_idle_for: Duration::from_secs(idle_for),
+            now: Instant::now() + Duration::from_secs(6),
+            ..target(&m, true)
+        };
+        let plan = choose(&workers, at(3), |_| false).unwrap();
+        assert_eq!(plan.evict, [key("old")]);
+        // Both used too recently: nothing now, the requests wait.
+        assert!(choose(&workers, at(8), |_| false).is_none());
+        // Room without evicting needs no hold.
+        let roomy = pool(vec![("a", worker(300, &[("old", 100, 0, 0)], &[]))]);
+        assert!(choose(&roomy, at(8), |_| false).unwrap().evict.is_empty());
     }
 
     #[test]
@@ -277,7 +313,7 @@ mod tests {
             let waiting = |k: &ModelKey| {
                 names.iter().enumerate().any(|(i, n)| waiting_mask & (1 << i) != 0 && *k == key(n))
             };
-            let t = Target { model: &m, memory: need, pullable: true, allow_evict: true };
+            let t = Target { model: &m, memory: need, pullable: true, allow_evict: true, evict_idle_for: Duration::ZERO, now: Instant::now() };
             if let Some(plan) = choose(&workers, t, waiting) {
                 let w = &workers[&plan.worker];
                 let freed: u64 = plan.evict.iter().map(|k| w.replicas[k].memory).sum();

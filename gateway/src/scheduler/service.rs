@@ -153,6 +153,7 @@ impl Scheduler {
         let settings = Settings {
             aging: scheduler.aging(),
             replica_after: scheduler.replica_after(),
+            evict_hold: scheduler.evict_hold(),
             keep_alive: scheduler.keep_alive,
         };
         let (orders, orders_rx) = mpsc::unbounded_channel();
