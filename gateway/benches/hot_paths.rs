@@ -65,6 +65,7 @@ fn pool(policy: PolicyKind) -> SchedulerCore {
         Settings {
             aging: Duration::from_secs(10),
             replica_after: Duration::from_secs(2),
+            evict_hold: Duration::from_secs(1),
             keep_alive: KeepAlive::Forever,
         },
         policy.build(),
