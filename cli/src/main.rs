@@ -107,6 +107,11 @@ async fn remote(command: Command, remote: client::Remote) -> anyhow::Result<i32>
 }
 
 fn main() {
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
+        // Before any thread starts: this may execute the process again.
+        herd_worker::wait_policy::passive_or_reexec();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -114,7 +119,6 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("herd")

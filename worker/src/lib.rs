@@ -17,6 +17,7 @@ pub mod memory;
 pub mod random;
 pub mod server;
 pub mod service;
+pub mod wait_policy;
 
 pub use catalog::{Catalog, LoadDefaults};
 pub use config::{ModelConfig, WorkerConfig};

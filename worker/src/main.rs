@@ -5,6 +5,7 @@ use clap::Parser;
 use herd_worker::cli::{WorkerArgs, run};
 
 fn main() {
+    herd_worker::wait_policy::passive_or_reexec();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
