@@ -442,3 +442,106 @@ async fn two_gateways_asked_for_one_unloaded_mock_model_load_it_once() {
         .collect();
     assert_eq!(workers_served.len(), 1, "both gateways used that replica");
 }
+
+#[tokio::test]
+async fn a_gateway_restart_loses_only_its_own_requests() {
+    let pool = Pool::start(TTL).await;
+    // 20 tokens/s and 60 tokens: each request runs for about 3 s.
+    let mock = [
+        "--mock-model",
+        "m1",
+        "--mock-slots",
+        "16",
+        "--mock-tokens-per-second",
+        "20",
+    ];
+    let _workers = [
+        pool.worker("w1", &mock).await,
+        pool.worker("w2", &mock).await,
+    ];
+    let mut doomed = pool.gateway("g1").await;
+    let survivor = Arc::new(pool.gateway("g2").await);
+    for gateway in [&doomed, &*survivor] {
+        gateway.wait_for_workers(2, 2, 10.0).await;
+    }
+    let through_survivor: Vec<_> = (0..6)
+        .map(|i| {
+            let survivor = survivor.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(
+                    REQUEST_DEADLINE,
+                    survivor.chat("m1", &format!("kept {i}"), 60, i % 2 == 0),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("request {i} hung"))
+            })
+        })
+        .collect();
+    let doomed_url = doomed.url.clone();
+    let through_doomed: Vec<_> = (0..4)
+        .map(|i| {
+            let url = doomed_url.clone();
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .post(format!("{url}/v1/chat/completions"))
+                    .json(&serde_json::json!({
+                        "model": "m1",
+                        "messages": [{"role": "user", "content": format!("lost {i}")}],
+                        "max_tokens": 60,
+                    }))
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    eventually(10.0, "10 requests in flight", || async {
+        survivor.model_stat("m1", "running").await == 6
+            && doomed.model_stat("m1", "running").await == 4
+    })
+    .await;
+    doomed.process.kill9().await;
+    // Its own clients see their connections end.
+    for request in through_doomed {
+        assert!(request.await.unwrap().is_err(), "the dead gateway answered");
+    }
+    // The other gateway's requests all complete.
+    for request in through_survivor {
+        let answer = request.await.unwrap();
+        assert!(matches!(answer, Answer::Complete { .. }), "{answer:?}");
+    }
+    // The workers dropped the dead gateway's generations: their slots are
+    // free again.
+    eventually(
+        10.0,
+        "the dead gateway's requests leave the workers",
+        || async {
+            let status = survivor.status().await;
+            status["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| w["status"]["slots_busy"].as_u64() == Some(0))
+        },
+    )
+    .await;
+    // Its registration expires with its lease.
+    let key = pool.keys.gateway("g1");
+    eventually(
+        leave_deadline(),
+        "the dead gateway's record expires",
+        || async {
+            pool.store
+                .list(&key)
+                .await
+                .is_ok_and(|listing| listing.items.iter().all(|kv| kv.key != key))
+        },
+    )
+    .await;
+    // Restarted under the same id, it rejoins and serves.
+    let restarted = pool.gateway("g1").await;
+    restarted.wait_for_workers(2, 2, 10.0).await;
+    assert!(matches!(
+        restarted.chat("m1", "back", 4, false).await,
+        Answer::Complete { .. }
+    ));
+}
