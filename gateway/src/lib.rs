@@ -10,6 +10,7 @@
 //! snapshot, which follows the shared [`state`] store (etcd in a cluster).
 //! Errors become HTTP in one place, [`error::ApiError`].
 
+pub mod anthropic;
 pub mod cli;
 pub mod config;
 pub mod context;
@@ -18,6 +19,7 @@ pub mod drain;
 pub mod error;
 pub mod http;
 pub mod openai;
+pub mod render;
 pub mod routing;
 pub mod scheduler;
 pub mod server;

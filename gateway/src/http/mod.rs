@@ -2,6 +2,7 @@
 //! request (parse → dispatch → stream back) and answers every failure in
 //! OpenAI's error shape.
 
+mod apis;
 mod body;
 mod connection;
 mod embed;
@@ -113,6 +114,8 @@ impl HttpApp {
             Route::Store(store_route) => {
                 store::serve(&self.dispatcher, session, store_route, self.max_body_bytes).await
             }
+            Route::Messages => apis::messages(self, session).await,
+            Route::CountTokens => apis::count_tokens(self, session).await,
             Route::Running => engines::running(session, &self.dispatcher).await,
             Route::DiskUsage => engines::disk_usage(session, &self.dispatcher).await,
             Route::EngineStatus => engines::status(session, &self.dispatcher).await,

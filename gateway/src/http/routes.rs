@@ -45,6 +45,11 @@ pub enum Route {
     DiskUsage,
     /// `GET /engines/status`: whether the engines (workers) run.
     EngineStatus,
+    /// `POST /v1/messages` (also `/anthropic/v1/messages`): Anthropic
+    /// Messages.
+    Messages,
+    /// `POST /v1/messages/count_tokens`.
+    CountTokens,
 }
 
 /// The `/models` routes. Names may contain `/` and `:`.
@@ -86,6 +91,10 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         "/v1/chat/completions" => (Route::ChatCompletions, "POST"),
         "/v1/completions" => (Route::Completions, "POST"),
         "/v1/embeddings" => (Route::Embeddings, "POST"),
+        "/v1/messages" | "/anthropic/v1/messages" => (Route::Messages, "POST"),
+        "/v1/messages/count_tokens" | "/anthropic/v1/messages/count_tokens" => {
+            (Route::CountTokens, "POST")
+        }
         "/v1/models" | "/v1/models/" => (Route::Models, "GET"),
         p => match p.strip_prefix("/v1/models/") {
             Some(id) => (Route::Model(percent_decode(id)), "GET"),
@@ -230,10 +239,30 @@ mod tests {
                 Route::Models
             );
             assert_eq!(
+                route(&Method::POST, &p("/v1/messages")).unwrap(),
+                Route::Messages
+            );
+            assert_eq!(
+                route(&Method::POST, &p("/v1/messages/count_tokens")).unwrap(),
+                Route::CountTokens
+            );
+            assert_eq!(
                 route(&Method::GET, &p("/v1/models/ai/smollm2:latest")).unwrap(),
                 Route::Model("ai/smollm2:latest".into())
             );
         }
+    }
+
+    #[test]
+    fn anthropic_prefix() {
+        assert_eq!(
+            route(&Method::POST, "/anthropic/v1/messages").unwrap(),
+            Route::Messages
+        );
+        assert_eq!(
+            route(&Method::POST, "/anthropic/v1/messages/count_tokens").unwrap(),
+            Route::CountTokens
+        );
     }
 
     #[test]
