@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod drain;
 pub mod error;
 pub mod http;
+pub mod ollama;
 pub mod openai;
 pub mod render;
 pub mod routing;

@@ -13,19 +13,18 @@ use crate::anthropic;
 use crate::error::ApiError;
 use crate::render::Render;
 
-/// Reads the body, answering a refused one in `render`'s shape. `None`:
-/// answered (or the client is gone); the connection is not reused.
-async fn read_body(
-    app: &HttpApp,
-    session: &mut ServerSession,
-    render: &dyn Render,
-) -> Option<Bytes> {
+/// An API's error body for an error.
+pub type Shape = fn(&ApiError) -> serde_json::Value;
+
+/// Reads the body, answering a refused one in `shape`. `None`: answered
+/// (or the client is gone); the connection is not reused.
+pub async fn read_body(app: &HttpApp, session: &mut ServerSession, shape: Shape) -> Option<Bytes> {
     match body::read_limited(session, app.max_body_bytes).await {
         Ok(body) => Some(body),
         Err(BodyError::Reject(err)) => {
             body::discard_rest(session, app.max_body_bytes.saturating_mul(4)).await;
             session.set_keepalive(None);
-            respond::error_as(session, &err, &[], render.error_body(&err)).await;
+            respond::error_as(session, &err, &[], shape(&err)).await;
             None
         }
         Err(BodyError::Gone) => None,
@@ -35,7 +34,7 @@ async fn read_body(
 /// `POST /v1/messages`.
 pub async fn messages(app: &HttpApp, session: &mut ServerSession) -> bool {
     let mut render = anthropic::MessagesRender::new(String::new());
-    let Some(body) = read_body(app, session, &render).await else {
+    let Some(body) = read_body(app, session, ApiError::anthropic_body).await else {
         return false;
     };
     let request = match anthropic::parse_messages(&body) {
@@ -56,7 +55,7 @@ pub async fn messages(app: &HttpApp, session: &mut ServerSession) -> bool {
 /// `POST /v1/messages/count_tokens`.
 pub async fn count_tokens(app: &HttpApp, session: &mut ServerSession) -> bool {
     let mut render = anthropic::CountTokensRender;
-    let Some(body) = read_body(app, session, &render).await else {
+    let Some(body) = read_body(app, session, ApiError::anthropic_body).await else {
         return false;
     };
     let request = match anthropic::parse_count_tokens(&body) {

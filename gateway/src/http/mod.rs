@@ -9,6 +9,7 @@ mod embed;
 mod engines;
 mod generate;
 mod info;
+mod ollama;
 mod respond;
 pub mod routes;
 mod store;
@@ -116,6 +117,7 @@ impl HttpApp {
             }
             Route::Messages => apis::messages(self, session).await,
             Route::CountTokens => apis::count_tokens(self, session).await,
+            Route::Ollama(ollama_route) => ollama::serve(self, session, ollama_route).await,
             Route::Running => engines::running(session, &self.dispatcher).await,
             Route::DiskUsage => engines::disk_usage(session, &self.dispatcher).await,
             Route::EngineStatus => engines::status(session, &self.dispatcher).await,

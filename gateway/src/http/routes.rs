@@ -50,6 +50,22 @@ pub enum Route {
     Messages,
     /// `POST /v1/messages/count_tokens`.
     CountTokens,
+    /// Ollama's API under `/api/`.
+    Ollama(OllamaRoute),
+}
+
+/// The `/api/` routes (Ollama's API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OllamaRoute {
+    Version,
+    Tags,
+    Ps,
+    Show,
+    Chat,
+    Generate,
+    Embed,
+    Pull,
+    Delete,
 }
 
 /// The `/models` routes. Names may contain `/` and `:`.
@@ -80,6 +96,15 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         strip_engine_prefix(path)?
     };
     let (route, allowed) = match api_path {
+        "/api/version" => (Route::Ollama(OllamaRoute::Version), "GET"),
+        "/api/tags" => (Route::Ollama(OllamaRoute::Tags), "GET"),
+        "/api/ps" => (Route::Ollama(OllamaRoute::Ps), "GET"),
+        "/api/show" => (Route::Ollama(OllamaRoute::Show), "POST"),
+        "/api/chat" => (Route::Ollama(OllamaRoute::Chat), "POST"),
+        "/api/generate" => (Route::Ollama(OllamaRoute::Generate), "POST"),
+        "/api/embed" => (Route::Ollama(OllamaRoute::Embed), "POST"),
+        "/api/pull" => (Route::Ollama(OllamaRoute::Pull), "POST"),
+        "/api/delete" => (Route::Ollama(OllamaRoute::Delete), "DELETE"),
         "/engines/unload" => (Route::Unload, "POST"),
         "/engines/ps" => (Route::Running, "GET"),
         "/engines/df" => (Route::DiskUsage, "GET"),
@@ -108,6 +133,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     };
     let ok = match allowed {
         "GET" => method == Method::GET || method == Method::HEAD,
+        "DELETE" => method == Method::DELETE,
         _ => method == Method::POST,
     };
     if ok {
@@ -251,6 +277,26 @@ mod tests {
                 Route::Model("ai/smollm2:latest".into())
             );
         }
+    }
+
+    #[test]
+    fn ollama_routes() {
+        assert_eq!(
+            route(&Method::POST, "/api/chat").unwrap(),
+            Route::Ollama(OllamaRoute::Chat)
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/api/delete").unwrap(),
+            Route::Ollama(OllamaRoute::Delete)
+        );
+        assert_eq!(
+            route(&Method::GET, "/api/tags").unwrap(),
+            Route::Ollama(OllamaRoute::Tags)
+        );
+        assert!(matches!(
+            route(&Method::POST, "/api/delete"),
+            Err(ApiError::MethodNotAllowed { .. })
+        ));
     }
 
     #[test]
