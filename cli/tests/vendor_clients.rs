@@ -65,3 +65,9 @@ async fn ollama_client_chat_generate_embed_pull_list_ps_delete() {
     let reference = format!("{}/test/pulled:latest", registry.host());
     run_script("ollama_client.py", &[&herd.url, MODEL, &reference]).await;
 }
+
+#[tokio::test]
+async fn openai_sdk_responses_plain_stream_store_tools_json_schema() {
+    let herd = Herd::start(2).await;
+    run_script("openai_responses_client.py", &[&herd.url, MODEL]).await;
+}

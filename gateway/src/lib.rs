@@ -21,6 +21,7 @@ pub mod http;
 pub mod ollama;
 pub mod openai;
 pub mod render;
+pub mod responses;
 pub mod routing;
 pub mod scheduler;
 pub mod server;

@@ -11,6 +11,7 @@ mod generate;
 mod info;
 mod ollama;
 mod respond;
+mod responses;
 pub mod routes;
 mod store;
 mod unload;
@@ -40,6 +41,8 @@ pub struct HttpApp {
     options: HttpServerOptions,
     head_timeout: Duration,
     drain: Arc<Drain>,
+    /// Stored OpenAI Responses (`store: true`).
+    responses: Arc<crate::responses::ResponseStore>,
 }
 
 impl HttpApp {
@@ -52,6 +55,7 @@ impl HttpApp {
             options,
             head_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
             drain: Arc::default(),
+            responses: Arc::default(),
         }
     }
 
@@ -118,6 +122,9 @@ impl HttpApp {
             Route::Messages => apis::messages(self, session).await,
             Route::CountTokens => apis::count_tokens(self, session).await,
             Route::Ollama(ollama_route) => ollama::serve(self, session, ollama_route).await,
+            Route::Responses(responses_route) => {
+                responses::serve(self, session, responses_route).await
+            }
             Route::Running => engines::running(session, &self.dispatcher).await,
             Route::DiskUsage => engines::disk_usage(session, &self.dispatcher).await,
             Route::EngineStatus => engines::status(session, &self.dispatcher).await,

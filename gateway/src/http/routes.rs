@@ -52,6 +52,21 @@ pub enum Route {
     CountTokens,
     /// Ollama's API under `/api/`.
     Ollama(OllamaRoute),
+    /// OpenAI Responses under `/v1/responses`.
+    Responses(ResponsesRoute),
+}
+
+/// The `/v1/responses` routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponsesRoute {
+    /// `POST /v1/responses`.
+    Create,
+    /// `GET /v1/responses/{id}`.
+    Get(String),
+    /// `DELETE /v1/responses/{id}`.
+    Delete(String),
+    /// `GET /v1/responses/{id}/input_items`.
+    InputItems(String),
 }
 
 /// The `/api/` routes (Ollama's API).
@@ -121,6 +136,24 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
             (Route::CountTokens, "POST")
         }
         "/v1/models" | "/v1/models/" => (Route::Models, "GET"),
+        "/v1/responses" => (Route::Responses(ResponsesRoute::Create), "POST"),
+        p if p.starts_with("/v1/responses/") => {
+            let rest = percent_decode(&p["/v1/responses/".len()..]);
+            return match rest.strip_suffix("/input_items") {
+                Some(id) if method == Method::GET => {
+                    Ok(Route::Responses(ResponsesRoute::InputItems(id.to_owned())))
+                }
+                None if method == Method::GET => Ok(Route::Responses(ResponsesRoute::Get(rest))),
+                None if method == Method::DELETE => {
+                    Ok(Route::Responses(ResponsesRoute::Delete(rest)))
+                }
+                _ => Err(ApiError::MethodNotAllowed {
+                    method: method.to_string(),
+                    path: path.to_owned(),
+                    allowed: "GET, DELETE",
+                }),
+            };
+        }
         p => match p.strip_prefix("/v1/models/") {
             Some(id) => (Route::Model(percent_decode(id)), "GET"),
             None => {
@@ -277,6 +310,33 @@ mod tests {
                 Route::Model("ai/smollm2:latest".into())
             );
         }
+    }
+
+    #[test]
+    fn responses_routes() {
+        for prefix in ["", "/engines", "/engines/llama.cpp"] {
+            let p = |s: &str| format!("{prefix}{s}");
+            assert_eq!(
+                route(&Method::POST, &p("/v1/responses")).unwrap(),
+                Route::Responses(ResponsesRoute::Create)
+            );
+            assert_eq!(
+                route(&Method::GET, &p("/v1/responses/resp_1")).unwrap(),
+                Route::Responses(ResponsesRoute::Get("resp_1".into()))
+            );
+            assert_eq!(
+                route(&Method::DELETE, &p("/v1/responses/resp_1")).unwrap(),
+                Route::Responses(ResponsesRoute::Delete("resp_1".into()))
+            );
+            assert_eq!(
+                route(&Method::GET, &p("/v1/responses/resp_1/input_items")).unwrap(),
+                Route::Responses(ResponsesRoute::InputItems("resp_1".into()))
+            );
+        }
+        assert!(matches!(
+            route(&Method::POST, "/v1/responses/resp_1"),
+            Err(ApiError::MethodNotAllowed { .. })
+        ));
     }
 
     #[test]
