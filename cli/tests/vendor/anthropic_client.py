@@ -3,6 +3,7 @@
 Usage: python anthropic_client.py BASE_URL MODEL
 """
 
+import json
 import sys
 
 import anthropic
@@ -90,6 +91,26 @@ answer = client.messages.create(
 )
 assert answer.usage.input_tokens > call_msg.usage.input_tokens, answer
 assert answer.content, answer
+
+# Structured output (output_config.format), enforced by the grammar.
+structured = client.messages.create(
+    model=model,
+    max_tokens=32,
+    extra_body=greedy,
+    messages=[{"role": "user", "content": "Pick a color."}],
+    output_config={
+        "format": {
+            "type": "json_schema",
+            "schema": {
+                "type": "object",
+                "properties": {"color": {"type": "string"}},
+                "required": ["color"],
+                "additionalProperties": False,
+            },
+        }
+    },
+)
+assert isinstance(json.loads(structured.content[0].text)["color"], str), structured
 
 # Errors arrive as the SDK's typed exceptions.
 try:

@@ -34,6 +34,7 @@ const KNOWN: &[&str] = &[
     "metadata",
     "thinking",
     "service_tier",
+    "output_config",
 ];
 
 /// Most stop sequences (the worker's limit) and their length in bytes.
@@ -130,11 +131,48 @@ fn parse(body: &[u8], generate: bool) -> Result<MessagesRequest, ApiError> {
             // the prompt as it renders it.
             max_tokens: Some(max_tokens.unwrap_or(1) as u32),
             stop: stop_sequences(&fields)?,
-            response_format: None,
+            response_format: output_config(&fields)?,
             tools,
             tool_choice,
         },
     })
+}
+
+/// `output_config`: `format` `{"type":"json_schema","schema":{…}}`
+/// (structured outputs, enforced like OpenAI's `response_format`); `effort`
+/// is refused.
+fn output_config(fields: &Fields) -> Result<Option<pb::ResponseFormat>, ApiError> {
+    let Some(config) = fields.get("output_config") else {
+        return Ok(None);
+    };
+    let Some(config) = config.as_object() else {
+        return Err(ApiError::field(
+            "output_config",
+            "`output_config` must be an object",
+        ));
+    };
+    refuse_other_keys(config, &["format", "effort"], "output_config")?;
+    if config.get("effort").is_some_and(|e| !e.is_null()) {
+        return Err(ApiError::unsupported(
+            "output_config.effort",
+            "`output_config.effort` is not supported: the model has no effort setting",
+        ));
+    }
+    let Some(format) = config.get("format").filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    let schema = format.get("schema").filter(|s| {
+        s.is_object() && format.get("type").and_then(Value::as_str) == Some("json_schema")
+    });
+    match schema {
+        Some(schema) => Ok(Some(pb::ResponseFormat {
+            format: Some(pb::response_format::Format::JsonSchema(schema.to_string())),
+        })),
+        None => Err(ApiError::field(
+            "output_config.format",
+            "`output_config.format` must be `{\"type\":\"json_schema\",\"schema\":{…}}`",
+        )),
+    }
 }
 
 fn stop_sequences(fields: &Fields) -> Result<Vec<String>, ApiError> {
@@ -598,6 +636,26 @@ mod tests {
         let r =
             parse_messages(format!(r#"{base}{{"type":"tool","name":"f"}}}}"#).as_bytes()).unwrap();
         assert_eq!(r.generate.tool_choice.unwrap().function, "f");
+    }
+
+    #[test]
+    fn output_config_format_is_a_schema_constraint() {
+        let r = parse_messages(
+            br#"{"model":"m","max_tokens":9,"messages":[{"role":"user","content":"x"}],
+            "output_config":{"format":{"type":"json_schema","schema":{"type":"object"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.generate.response_format.unwrap().format,
+            Some(pb::response_format::Format::JsonSchema(
+                r#"{"type":"object"}"#.into()
+            ))
+        );
+        let err = parse_messages(
+            br#"{"model":"m","max_tokens":9,"messages":[{"role":"user","content":"x"}],"output_config":{"effort":"high"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(param_of(err), "output_config.effort");
     }
 
     #[test]
