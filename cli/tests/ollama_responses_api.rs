@@ -92,6 +92,13 @@ async fn ollama_ndjson_by_default_and_its_error_shape() {
         assert_eq!(status, want, "{path} {body}: {err}");
         assert!(err["error"].is_string(), "Ollama's shape: {err}");
     }
+    // Unknown paths and wrong methods under /api/ too.
+    let (status, err) = herd.get("/api/nothing").await;
+    assert_eq!(status, 404);
+    assert!(err["error"].is_string(), "{err}");
+    let (status, err) = herd.post("/api/tags", &json!({})).await;
+    assert_eq!(status, 405);
+    assert!(err["error"].is_string(), "{err}");
 }
 
 /// `(event name, data)` of an SSE stream with named events.

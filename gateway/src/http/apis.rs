@@ -16,6 +16,18 @@ use crate::render::Render;
 /// An API's error body for an error.
 pub type Shape = fn(&ApiError) -> serde_json::Value;
 
+/// The error shape of the API `path` belongs to: Ollama's under `/api/`,
+/// Anthropic's for Messages, OpenAI's elsewhere.
+pub fn shape_of(path: &str) -> Shape {
+    if path.starts_with("/api/") {
+        ApiError::ollama_body
+    } else if path.contains("/v1/messages") {
+        ApiError::anthropic_body
+    } else {
+        ApiError::body
+    }
+}
+
 /// Reads the body, answering a refused one in `shape`. `None`: answered
 /// (or the client is gone); the connection is not reused.
 pub async fn read_body(app: &HttpApp, session: &mut ServerSession, shape: Shape) -> Option<Bytes> {
@@ -74,4 +86,20 @@ pub async fn count_tokens(app: &HttpApp, session: &mut ServerSession) -> bool {
 
 async fn refuse(session: &mut ServerSession, render: &dyn Render, err: &ApiError) -> bool {
     respond::error_as(session, err, &[], render.error_body(err)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_errors_take_the_shape_of_their_api() {
+        let err = ApiError::RouteNotFound {
+            method: "GET".into(),
+            path: "/x".into(),
+        };
+        assert!(shape_of("/api/nothing")(&err)["error"].is_string());
+        assert_eq!(shape_of("/v1/messages/x")(&err)["type"], "error");
+        assert!(shape_of("/v1/nothing")(&err)["error"]["message"].is_string());
+    }
 }

@@ -87,13 +87,16 @@ impl HttpApp {
         let route = match routes::route(&header.method, header.uri.path()) {
             Ok(route) => route,
             Err(err) => {
+                // In the shape of the API the path belongs to.
+                let shape = apis::shape_of(header.uri.path());
                 // Take in a body nobody will read, so the client can read
                 // the answer (and the connection can be reused).
                 body::discard_rest(session, self.max_body_bytes).await;
                 if !session.is_body_done() {
                     session.set_keepalive(None);
                 }
-                return respond::error(session, &err).await && session.is_body_done();
+                return respond::error_as(session, &err, &[], shape(&err)).await
+                    && session.is_body_done();
             }
         };
         let roster = self.dispatcher.roster();
