@@ -60,6 +60,25 @@ async fn ollama_ndjson_by_default_and_its_error_shape() {
     assert_eq!(whole["message"]["role"], "assistant");
     assert_eq!(whole["done"], true);
 
+    // keep_alive: the last request's decides when the idle model goes;
+    // /api/ps shows it (a model kept forever expires at the end of time).
+    let mut kept = plain.clone();
+    kept["keep_alive"] = json!(-1);
+    kept["options"]["num_predict"] = json!(1);
+    assert_eq!(herd.post("/api/chat", &kept).await.0, 200);
+    let (status, ps) = herd.get("/api/ps").await;
+    assert_eq!(status, 200, "{ps}");
+    assert_eq!(ps["models"][0]["model"], MODEL, "{ps}");
+    assert_eq!(
+        ps["models"][0]["expires_at"], "9999-12-31T23:59:59Z",
+        "{ps}"
+    );
+    kept["keep_alive"] = json!("10m");
+    assert_eq!(herd.post("/api/chat", &kept).await.0, 200);
+    let (_, ps) = herd.get("/api/ps").await;
+    let expires = ps["models"][0]["expires_at"].as_str().unwrap();
+    assert!(expires.starts_with("20"), "{ps}");
+
     let (status, version) = herd.get("/api/version").await;
     assert_eq!(status, 200);
     assert!(version["version"].is_string());
