@@ -40,6 +40,13 @@ pub trait Render: Send + Sync {
     /// ends after it.
     fn stream_error(&mut self, err: &ApiError, out: &mut BytesMut);
 
+    /// Work that must be done before the client sees the finished answer
+    /// (storing it, so a follow-up can name it); awaited after [`Self::body`]
+    /// or [`Self::stream_end`], before their bytes are written.
+    fn finish(&mut self) -> Option<futures::future::BoxFuture<'static, ()>> {
+        None
+    }
+
     /// The end of the shutdown grace period cut the stream.
     fn stream_cut(&mut self, out: &mut BytesMut) {
         self.stream_error(&ApiError::ShuttingDown, out);

@@ -272,6 +272,9 @@ async fn collect(
     };
     release(generation);
     let body = render.body(&text, &finished);
+    if let Some(finish) = render.finish() {
+        finish.await;
+    }
     respond::full_with(
         session,
         StatusCode::OK,
@@ -343,6 +346,9 @@ async fn stream(
             Next::Finished(finished) => {
                 release(generation);
                 render.stream_end(&finished, &mut out);
+                if let Some(finish) = render.finish() {
+                    finish.await;
+                }
                 return session
                     .write_response_body(out.freeze(), true)
                     .await

@@ -66,6 +66,20 @@ impl HttpApp {
         self
     }
 
+    /// Keeps stored OpenAI Responses in the cluster's state store (under
+    /// its key `prefix`), so every gateway sees them and they outlive a
+    /// restart.
+    #[must_use]
+    pub fn with_state_store(
+        mut self,
+        store: Arc<dyn herd_state::StateStore>,
+        prefix: &str,
+    ) -> Self {
+        self.responses =
+            Arc::new(crate::responses::ResponseStore::default().in_state_store(store, prefix));
+        self
+    }
+
     /// The requests in flight, for shutdown to wait on (and to cut).
     pub fn drain(&self) -> Arc<Drain> {
         self.drain.clone()

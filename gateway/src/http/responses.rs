@@ -28,12 +28,16 @@ pub async fn serve(app: &HttpApp, session: &mut ServerSession, route: ResponsesR
         ResponsesRoute::Delete(_) => app
             .responses
             .delete(&id)
+            .await
             .then(|| json!({"id": id, "object": "response.deleted", "deleted": true})),
-        ResponsesRoute::InputItems(_) => app.responses.get(&id).map(|stored| {
+        ResponsesRoute::InputItems(_) => {
             let query = session.req_header().uri.query().unwrap_or("").to_owned();
-            input_items(stored.input_items, &query)
-        }),
-        _ => app.responses.get(&id).map(|stored| stored.response),
+            app.responses
+                .get(&id)
+                .await
+                .map(|stored| input_items(stored.input_items, &query))
+        }
+        _ => app.responses.get(&id).await.map(|stored| stored.response),
     };
     match answer {
         Some(value) => {
@@ -103,7 +107,7 @@ async fn create(app: &HttpApp, session: &mut ServerSession) -> bool {
     };
     let mut conversation = match &request.previous_response_id {
         None => Vec::new(),
-        Some(id) => match app.responses.get(id) {
+        Some(id) => match app.responses.get(id).await {
             Some(previous) => previous.conversation,
             None => {
                 return respond::error(session, &not_found("previous_response_id", id)).await;

@@ -6,6 +6,7 @@
 
 pub mod render;
 pub mod request;
+pub mod shared;
 pub mod store;
 
 pub use render::ResponsesRender;

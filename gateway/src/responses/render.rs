@@ -32,6 +32,8 @@ pub struct ResponsesRender {
     text: String,
     text_open: bool,
     outputs: usize,
+    /// The finished response, to store.
+    pending: Option<Stored>,
 }
 
 impl ResponsesRender {
@@ -55,6 +57,7 @@ impl ResponsesRender {
             text: String::new(),
             text_open: false,
             outputs: 0,
+            pending: None,
         }
     }
 
@@ -114,9 +117,9 @@ impl ResponsesRender {
 
     /// Keeps the finished response, its input and the conversation so far.
     fn keep(&mut self, response: &Value, text: &str, finished: &pb::GenerateFinished) {
-        let Some(store) = &self.store else {
+        if self.store.is_none() {
             return;
-        };
+        }
         let mut conversation = std::mem::take(&mut self.conversation);
         conversation.push(pb::ChatMessage {
             role: "assistant".into(),
@@ -124,14 +127,11 @@ impl ResponsesRender {
             tool_calls: finished.tool_calls.clone(),
             ..Default::default()
         });
-        store.put(
-            self.id.clone(),
-            Stored::new(
-                response.clone(),
-                std::mem::take(&mut self.input_items),
-                conversation,
-            ),
-        );
+        self.pending = Some(Stored::new(
+            response.clone(),
+            std::mem::take(&mut self.input_items),
+            conversation,
+        ));
     }
 
     fn event(&mut self, out: &mut BytesMut, kind: &str, mut data: Value) {
@@ -181,6 +181,13 @@ impl Render for ResponsesRender {
         let response = self.response(self.output(text, finished), Some(finished));
         self.keep(&response, text, finished);
         serde_json::to_vec(&response).unwrap_or_default()
+    }
+
+    fn finish(&mut self) -> Option<futures::future::BoxFuture<'static, ()>> {
+        let stored = self.pending.take()?;
+        let store = self.store.clone()?;
+        let id = self.id.clone();
+        Some(Box::pin(async move { store.put(id, stored).await }))
     }
 
     fn stream_start(&mut self, out: &mut BytesMut) {
@@ -286,8 +293,8 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn streamed_events_and_store() {
+    #[tokio::test]
+    async fn streamed_events_and_store() {
         let store = Arc::new(ResponseStore::default());
         let mut r = ResponsesRender::new(
             "m".into(),
@@ -313,6 +320,7 @@ mod tests {
             ..Default::default()
         };
         r.stream_end(&finished, &mut out);
+        r.finish().unwrap().await;
         let ev = events(&out);
         let names: Vec<_> = ev.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
@@ -344,7 +352,7 @@ mod tests {
         assert_eq!(done["status"], "completed");
         assert_eq!(done["output"][1]["call_id"], "call_1");
         assert_eq!(done["usage"]["total_tokens"], 5);
-        let kept = store.get(done["id"].as_str().unwrap()).unwrap();
+        let kept = store.get(done["id"].as_str().unwrap()).await.unwrap();
         assert_eq!(kept.response, *done);
         assert_eq!(kept.conversation[0].content, "ab");
     }
