@@ -11,7 +11,7 @@ use common::{Herd, MODEL, chat};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-const SEEDS: [(&str, &str); 5] = [
+const SEEDS: [(&str, &str); 9] = [
     (
         "/v1/chat/completions",
         r##"{"model":"ai/smollm2","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}],"max_tokens":4,"temperature":0,"stop":["\n"],"seed":1}"##,
@@ -31,6 +31,22 @@ const SEEDS: [(&str, &str); 5] = [
     (
         "/v1/embeddings",
         r##"{"model":"ai/smollm2","input":["a b",[1,2,3]],"encoding_format":"float"}"##,
+    ),
+    (
+        "/v1/messages",
+        r##"{"model":"ai/smollm2","max_tokens":8,"system":[{"type":"text","text":"Be brief."}],"messages":[{"role":"user","content":"Weather?"},{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"w","input":{"city":"x"}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"sun"}]}],"tools":[{"name":"w","input_schema":{"type":"object"}}],"tool_choice":{"type":"auto"},"stream":true}"##,
+    ),
+    (
+        "/api/chat",
+        r##"{"model":"ai/smollm2","messages":[{"role":"user","content":"Hi"}],"options":{"num_predict":4,"temperature":0,"stop":["\n"]},"format":{"type":"object","properties":{"a":{"type":"integer"}}},"keep_alive":"5m"}"##,
+    ),
+    (
+        "/api/generate",
+        r##"{"model":"ai/smollm2","prompt":"Once upon","system":"Be brief.","stream":false,"options":{"num_predict":4,"seed":1}}"##,
+    ),
+    (
+        "/v1/responses",
+        r##"{"model":"ai/smollm2","instructions":"Be brief.","input":[{"role":"user","content":[{"type":"input_text","text":"Hi"}]},{"type":"function_call","call_id":"c1","name":"w","arguments":"{}"},{"type":"function_call_output","call_id":"c1","output":"sun"}],"tools":[{"type":"function","name":"w","parameters":{"type":"object"}}],"max_output_tokens":8,"stream":true}"##,
     ),
 ];
 
@@ -137,7 +153,12 @@ fn mutated_requests_never_get_a_5xx_or_a_closed_connection() {
                 if status >= 400 {
                     let err: serde_json::Value = serde_json::from_str(&text)
                         .map_err(|e| TestCaseError::fail(format!("not JSON ({e}): {text}")))?;
-                    prop_assert!(err["error"]["message"].is_string(), "{text}");
+                    // OpenAI's and Anthropic's shapes carry `error.message`;
+                    // Ollama's is `{"error": "…"}`.
+                    prop_assert!(
+                        err["error"]["message"].is_string() || err["error"].is_string(),
+                        "{text}"
+                    );
                 }
                 Ok(())
             })

@@ -205,6 +205,31 @@ impl ApiError {
         })
     }
 
+    /// Anthropic's error shape (`/v1/messages`):
+    /// `{"type":"error","error":{"type","message"}}`, the type chosen by
+    /// the status as Anthropic does.
+    pub fn anthropic_body(&self) -> serde_json::Value {
+        let kind = match self.status() {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
+            s if s.is_server_error() => "api_error",
+            _ => "invalid_request_error",
+        };
+        json!({
+            "type": "error",
+            "error": { "type": kind, "message": self.to_string() },
+        })
+    }
+
+    /// Ollama's error shape (`/api/…`): `{"error":"message"}`.
+    pub fn ollama_body(&self) -> serde_json::Value {
+        json!({ "error": self.to_string() })
+    }
+
     /// Maps a worker's answer to a model-store call (`PullModel`,
     /// `DeleteModel`, …) by its error code.
     pub fn from_store_status(status: &tonic::Status) -> Self {

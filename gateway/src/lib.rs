@@ -10,6 +10,7 @@
 //! snapshot, which follows the shared [`state`] store (etcd in a cluster).
 //! Errors become HTTP in one place, [`error::ApiError`].
 
+pub mod anthropic;
 pub mod cli;
 pub mod config;
 pub mod context;
@@ -17,7 +18,10 @@ pub mod dispatch;
 pub mod drain;
 pub mod error;
 pub mod http;
+pub mod ollama;
 pub mod openai;
+pub mod render;
+pub mod responses;
 pub mod routing;
 pub mod scheduler;
 pub mod server;

@@ -115,7 +115,8 @@ impl Gateway {
             self.config.scheduler.prefix_key_bytes,
         );
         let app = HttpApp::new(dispatcher, self.config.max_body_bytes, self.config.http2)
-            .with_head_timeout(self.config.header_timeout());
+            .with_head_timeout(self.config.header_timeout())
+            .with_state_store(self.store.clone(), &self.config.cluster.prefix);
         let drain = app.drain();
 
         // pingora binds by address string unless the fd table already holds a

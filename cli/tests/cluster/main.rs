@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod responses;
 
 use std::collections::HashSet;
 use std::sync::Arc;

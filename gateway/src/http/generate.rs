@@ -1,15 +1,16 @@
-//! `/v1/chat/completions` and `/v1/completions` after parsing: dispatch to a
-//! worker, then either collect the whole answer or stream it as SSE chunks.
-//! A client that goes away at any point drops the gRPC stream, which stops
-//! the generation on the worker; so does the end of the shutdown grace
-//! period, after telling the client (see [`crate::drain`]). A non-streaming
-//! request whose worker dies mid-generation has sent its client nothing: it
-//! is run again once, elsewhere.
+//! A generation after parsing, for every generation API (OpenAI chat and
+//! completions, Anthropic Messages, Ollama, OpenAI Responses): dispatch to a
+//! worker, then either collect the whole answer or stream it, written by
+//! the API's [`Render`]. A client that goes away at any point drops the
+//! gRPC stream, which stops the generation on the worker; so does the end
+//! of the shutdown grace period, after telling the client (see
+//! [`crate::drain`]). A non-streaming request whose worker dies
+//! mid-generation has sent its client nothing: it is run again once,
+//! elsewhere.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use futures::FutureExt;
 use herd_proto::error::{FailureClass, WorkerFailure};
 use herd_proto::v1 as pb;
@@ -22,49 +23,83 @@ use crate::context::{RequestContext, prefix_key_of};
 use crate::dispatch::{Dispatcher, Generation};
 use crate::drain::Drain;
 use crate::error::ApiError;
-use crate::openai::response::{self, ChunkKind, ResponseMeta, Usage};
-use crate::openai::{Endpoint, GenerationRequest, sse};
+use crate::openai::GenerationRequest;
+use crate::openai::render::OpenAiRender;
+use crate::render::Render;
+use crate::scheduler::KeepAlive;
 
-/// Serves one generation request. Returns whether the connection may be
-/// reused.
+/// A parsed generation request, whatever API it came through.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The response's id, also the worker's `request_id`.
+    pub id: String,
+    pub model: String,
+    pub stream: bool,
+    pub generate: pb::GenerateRequest,
+    pub keep_alive: Option<KeepAlive>,
+}
+
+/// Serves one OpenAI chat or text completion. Returns whether the
+/// connection may be reused.
 pub async fn serve(
     dispatcher: &Dispatcher,
     session: &mut ServerSession,
     request: GenerationRequest,
     drain: &Drain,
 ) -> bool {
-    let meta = ResponseMeta {
-        id: new_id(request.endpoint),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        model: request.model.clone(),
-        endpoint: request.endpoint,
+    let mut render = OpenAiRender::new(
+        request.endpoint,
+        request.model.clone(),
+        request.include_usage,
+    );
+    let job = Job {
+        id: render.meta.id.clone(),
+        model: request.model,
+        stream: request.stream,
+        generate: request.generate,
+        keep_alive: request.keep_alive,
     };
-    let mut generate = request.generate;
+    run(dispatcher, session, job, &mut render, drain).await
+}
+
+/// Serves one generation, answering in `render`'s shapes. Returns whether
+/// the connection may be reused.
+pub async fn run(
+    dispatcher: &Dispatcher,
+    session: &mut ServerSession,
+    job: Job,
+    render: &mut dyn Render,
+    drain: &Drain,
+) -> bool {
+    let meta = Meta {
+        id: job.id.clone(),
+        model: job.model.clone(),
+        input_param: render.input_param(),
+    };
+    let mut generate = job.generate;
     generate.request_id = meta.id.clone();
     let ctx = match RequestContext::from_headers(
         meta.id.clone(),
-        request.model.clone(),
+        job.model.clone(),
         &session.req_header().headers,
         true,
     ) {
         Ok(mut ctx) => {
             ctx.prefix_key = prefix_key_of(&generate, dispatcher.prefix_key_bytes());
-            ctx.keep_alive = request.keep_alive;
+            ctx.keep_alive = job.keep_alive;
             Arc::new(ctx)
         }
-        Err(err) => return respond::error(session, &err).await,
+        Err(err) => return error(session, render, &err, &[]).await,
     };
     // Kept to run again if the worker dies before the answer is sent.
-    let retry = (!request.stream).then(|| generate.clone());
+    let retry = (!job.stream).then(|| generate.clone());
     let dispatched = tokio::select! {
         dispatched = dispatcher.generate(&ctx, generate) => dispatched,
         interrupt = interrupted(session, drain) => {
             tracing::debug!(request_id = %meta.id, ?interrupt, "interrupted while queued");
             if interrupt == Interrupt::Cut {
                 let err = ApiError::ShuttingDown.with_retry_after(std::time::Duration::from_secs(1));
-                respond::error(session, &err).await;
+                error(session, render, &err, &[]).await;
             }
             return false;
         }
@@ -72,8 +107,8 @@ pub async fn serve(
     let generation = match dispatched {
         Ok(generation) => generation,
         Err(err) => {
-            let err = err.for_input(meta.endpoint.input_param());
-            return respond::error(session, &err).await;
+            let err = err.for_input(meta.input_param);
+            return error(session, render, &err, &[]).await;
         }
     };
     let headers = dispatcher.response_headers(&generation.lease);
@@ -85,20 +120,29 @@ pub async fn serve(
         queued_ms = generation.lease.waited.as_millis() as u64,
         "dispatched"
     );
-    if request.stream {
-        stream(
-            session,
-            &meta,
-            generation,
-            request.include_usage,
-            &headers,
-            drain,
-        )
-        .await
+    if job.stream {
+        stream(session, &meta, generation, render, &headers, drain).await
     } else {
         let rerun = retry.map(|request| (dispatcher, &ctx, request));
-        collect(session, &meta, generation, &headers, drain, rerun).await
+        collect(session, &meta, generation, render, &headers, drain, rerun).await
     }
+}
+
+/// What the shared steps need to know of a request.
+struct Meta {
+    id: String,
+    model: String,
+    input_param: &'static str,
+}
+
+/// An error answered in the API's shape.
+async fn error(
+    session: &mut ServerSession,
+    render: &dyn Render,
+    err: &ApiError,
+    extra: &respond::Extra,
+) -> bool {
+    respond::error_as(session, err, extra, render.error_body(err)).await
 }
 
 /// Ends a finished generation: frees its slot lease now and reads the gRPC
@@ -135,7 +179,7 @@ enum Next {
 async fn next_event(
     session: &mut ServerSession,
     generation: &mut Generation,
-    meta: &ResponseMeta,
+    meta: &Meta,
     drain: &Drain,
 ) -> Next {
     if let Some(first) = generation.first.take() {
@@ -154,8 +198,7 @@ async fn next_event(
             "the worker ended the stream without finishing".into(),
         )),
         Err(status) => {
-            let err =
-                ApiError::from_status(&status, &meta.model).for_input(meta.endpoint.input_param());
+            let err = ApiError::from_status(&status, &meta.model).for_input(meta.input_param);
             if WorkerFailure::from_status(&status).class == FailureClass::Gone {
                 Next::WorkerGone(err)
             } else {
@@ -178,8 +221,9 @@ fn event(message: pb::GenerateEvent) -> Next {
 /// from the start on another worker.
 async fn collect(
     session: &mut ServerSession,
-    meta: &ResponseMeta,
+    meta: &Meta,
     mut generation: Generation,
+    render: &mut dyn Render,
     headers: &respond::Extra,
     drain: &Drain,
     mut rerun: Option<(&Dispatcher, &Arc<RequestContext>, pb::GenerateRequest)>,
@@ -190,7 +234,7 @@ async fn collect(
         match next_event(session, &mut generation, meta, drain).await {
             Next::ClientGone => return false,
             Next::Cut => {
-                respond::error(session, &ApiError::ShuttingDown).await;
+                error(session, render, &ApiError::ShuttingDown, &[]).await;
                 return false;
             }
             Next::Finished(finished) => break finished,
@@ -216,28 +260,21 @@ async fn collect(
                         text.clear();
                     }
                     Err(err) => {
-                        let err = err.for_input(meta.endpoint.input_param());
-                        return respond::error(session, &err).await;
+                        let err = err.for_input(meta.input_param);
+                        return error(session, render, &err, &[]).await;
                     }
                 }
             }
             Next::Failed(err) | Next::WorkerGone(err) => {
-                return respond::error_with(session, &err, &headers).await;
+                return error(session, render, &err, &headers).await;
             }
         }
     };
     release(generation);
-    let body = response::completion(
-        meta,
-        &text,
-        &finished.tool_calls,
-        finish_reason(&finished),
-        Usage::new(
-            finished.prompt_tokens,
-            finished.completion_tokens,
-            finished.cached_prompt_tokens,
-        ),
-    );
+    let body = render.body(&text, &finished);
+    if let Some(finish) = render.finish() {
+        finish.await;
+    }
     respond::full_with(
         session,
         StatusCode::OK,
@@ -248,29 +285,28 @@ async fn collect(
     .await
 }
 
-/// Streaming: one SSE chunk per delta, then the finish chunk, the optional
-/// usage chunk and `[DONE]`. Chunks of events that are already waiting are
-/// written together (one write, one flush), so a busy gateway does not pay a
-/// syscall per token; nothing ever waits to be batched.
+/// Streaming: what the render writes per delta, then its end. Events that
+/// are already waiting are written together (one write, one flush), so a
+/// busy gateway does not pay a syscall per token; nothing ever waits to be
+/// batched.
 async fn stream(
     session: &mut ServerSession,
-    meta: &ResponseMeta,
+    meta: &Meta,
     mut generation: Generation,
-    include_usage: bool,
+    render: &mut dyn Render,
     headers: &respond::Extra,
     drain: &Drain,
 ) -> bool {
-    if !respond::start_events(session, headers).await {
+    let started = if render.stream_content_type() == "text/event-stream" {
+        respond::start_events(session, headers).await
+    } else {
+        respond::start_stream(session, render.stream_content_type(), headers).await
+    };
+    if !started {
         return false;
     }
     let mut out = BytesMut::new();
-    if meta.endpoint == Endpoint::ChatCompletions {
-        out.put(sse::event(&response::chunk(
-            meta,
-            ChunkKind::Role,
-            include_usage,
-        )));
-    }
+    render.stream_start(&mut out);
     loop {
         let next = if out.is_empty() {
             next_event(session, &mut generation, meta, drain).await
@@ -295,59 +331,24 @@ async fn stream(
                 // Headers are out: say why in-band, and end the stream
                 // properly so the client is not left with a broken one.
                 tracing::warn!(request_id = %meta.id, "stream cut at the end of the shutdown grace period");
-                out.put(sse::event(
-                    &serde_json::to_vec(&ApiError::ShuttingDown.body()).unwrap_or_default(),
-                ));
-                out.put_slice(sse::DONE);
+                render.stream_cut(&mut out);
                 let _ = session.write_response_body(out.freeze(), true).await;
                 return false;
             }
-            Next::Text(delta) => {
-                if !delta.is_empty() {
-                    out.put(sse::event(&response::chunk(
-                        meta,
-                        ChunkKind::Text(&delta),
-                        include_usage,
-                    )));
-                }
-            }
+            Next::Text(delta) => render.stream_text(&delta, &mut out),
             Next::Failed(err) | Next::WorkerGone(err) => {
-                // Headers are out; report in-band as OpenAI does, then end.
+                // Headers are out; report in-band, then end.
                 tracing::warn!(request_id = %meta.id, error = %err, "generation failed mid-stream");
-                out.put(sse::event(
-                    &serde_json::to_vec(&err.body()).unwrap_or_default(),
-                ));
+                render.stream_error(&err, &mut out);
                 let _ = session.write_response_body(out.freeze(), true).await;
                 return false;
             }
             Next::Finished(finished) => {
                 release(generation);
-                let reason = finish_reason(&finished);
-                if !finished.tool_calls.is_empty() {
-                    out.put(sse::event(&response::chunk(
-                        meta,
-                        ChunkKind::ToolCalls(&finished.tool_calls),
-                        include_usage,
-                    )));
+                render.stream_end(&finished, &mut out);
+                if let Some(finish) = render.finish() {
+                    finish.await;
                 }
-                out.put(sse::event(&response::chunk(
-                    meta,
-                    ChunkKind::Finish(reason),
-                    include_usage,
-                )));
-                if include_usage {
-                    let usage = Usage::new(
-                        finished.prompt_tokens,
-                        finished.completion_tokens,
-                        finished.cached_prompt_tokens,
-                    );
-                    out.put(sse::event(&response::chunk(
-                        meta,
-                        ChunkKind::Usage(usage),
-                        true,
-                    )));
-                }
-                out.put_slice(sse::DONE);
                 return session
                     .write_response_body(out.freeze(), true)
                     .await
@@ -355,22 +356,6 @@ async fn stream(
             }
         }
     }
-}
-
-fn finish_reason(finished: &pb::GenerateFinished) -> &'static str {
-    match pb::FinishReason::try_from(finished.reason) {
-        Ok(pb::FinishReason::Length) => "length",
-        Ok(pb::FinishReason::ToolCalls) => "tool_calls",
-        _ => "stop",
-    }
-}
-
-fn new_id(endpoint: Endpoint) -> String {
-    let prefix = match endpoint {
-        Endpoint::ChatCompletions => "chatcmpl-",
-        Endpoint::Completions => "cmpl-",
-    };
-    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Why a request must stop before its answer is complete.

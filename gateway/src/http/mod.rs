@@ -2,13 +2,16 @@
 //! request (parse → dispatch → stream back) and answers every failure in
 //! OpenAI's error shape.
 
+mod apis;
 mod body;
 mod connection;
 mod embed;
 mod engines;
 mod generate;
 mod info;
+mod ollama;
 mod respond;
+mod responses;
 pub mod routes;
 mod store;
 mod unload;
@@ -38,6 +41,8 @@ pub struct HttpApp {
     options: HttpServerOptions,
     head_timeout: Duration,
     drain: Arc<Drain>,
+    /// Stored OpenAI Responses (`store: true`).
+    responses: Arc<crate::responses::ResponseStore>,
 }
 
 impl HttpApp {
@@ -50,6 +55,7 @@ impl HttpApp {
             options,
             head_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
             drain: Arc::default(),
+            responses: Arc::default(),
         }
     }
 
@@ -57,6 +63,20 @@ impl HttpApp {
     #[must_use]
     pub fn with_head_timeout(mut self, timeout: Duration) -> Self {
         self.head_timeout = timeout;
+        self
+    }
+
+    /// Keeps stored OpenAI Responses in the cluster's state store (under
+    /// its key `prefix`), so every gateway sees them and they outlive a
+    /// restart.
+    #[must_use]
+    pub fn with_state_store(
+        mut self,
+        store: Arc<dyn herd_state::StateStore>,
+        prefix: &str,
+    ) -> Self {
+        self.responses =
+            Arc::new(crate::responses::ResponseStore::default().in_state_store(store, prefix));
         self
     }
 
@@ -81,13 +101,16 @@ impl HttpApp {
         let route = match routes::route(&header.method, header.uri.path()) {
             Ok(route) => route,
             Err(err) => {
+                // In the shape of the API the path belongs to.
+                let shape = apis::shape_of(header.uri.path());
                 // Take in a body nobody will read, so the client can read
                 // the answer (and the connection can be reused).
                 body::discard_rest(session, self.max_body_bytes).await;
                 if !session.is_body_done() {
                     session.set_keepalive(None);
                 }
-                return respond::error(session, &err).await && session.is_body_done();
+                return respond::error_as(session, &err, &[], shape(&err)).await
+                    && session.is_body_done();
             }
         };
         let roster = self.dispatcher.roster();
@@ -112,6 +135,12 @@ impl HttpApp {
             Route::Status => info::status(session, &self.dispatcher).await,
             Route::Store(store_route) => {
                 store::serve(&self.dispatcher, session, store_route, self.max_body_bytes).await
+            }
+            Route::Messages => apis::messages(self, session).await,
+            Route::CountTokens => apis::count_tokens(self, session).await,
+            Route::Ollama(ollama_route) => ollama::serve(self, session, ollama_route).await,
+            Route::Responses(responses_route) => {
+                responses::serve(self, session, responses_route).await
             }
             Route::Running => engines::running(session, &self.dispatcher).await,
             Route::DiskUsage => engines::disk_usage(session, &self.dispatcher).await,

@@ -116,12 +116,23 @@ pub async fn error(session: &mut ServerSession, err: &ApiError) -> bool {
 /// [`error`] with extra headers; `Retry-After` is added when the error
 /// says when to retry.
 pub async fn error_with(session: &mut ServerSession, err: &ApiError, extra: &Extra) -> bool {
+    error_as(session, err, extra, err.body()).await
+}
+
+/// [`error_with`] with the body in another API's shape (`body`, made from
+/// `err` by `error.rs`).
+pub async fn error_as(
+    session: &mut ServerSession,
+    err: &ApiError,
+    extra: &Extra,
+    body: serde_json::Value,
+) -> bool {
     if err.status().is_server_error() {
         tracing::warn!(error = %err, "request failed");
     } else {
         tracing::debug!(error = %err, "request rejected");
     }
-    let body = serde_json::to_vec(&err.body()).unwrap_or_default();
+    let body = serde_json::to_vec(&body).unwrap_or_default();
     let mut headers = extra.to_vec();
     if let Some(after) = err.retry_after() {
         let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);

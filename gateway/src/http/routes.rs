@@ -45,6 +45,42 @@ pub enum Route {
     DiskUsage,
     /// `GET /engines/status`: whether the engines (workers) run.
     EngineStatus,
+    /// `POST /v1/messages` (also `/anthropic/v1/messages`): Anthropic
+    /// Messages.
+    Messages,
+    /// `POST /v1/messages/count_tokens`.
+    CountTokens,
+    /// Ollama's API under `/api/`.
+    Ollama(OllamaRoute),
+    /// OpenAI Responses under `/v1/responses`.
+    Responses(ResponsesRoute),
+}
+
+/// The `/v1/responses` routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponsesRoute {
+    /// `POST /v1/responses`.
+    Create,
+    /// `GET /v1/responses/{id}`.
+    Get(String),
+    /// `DELETE /v1/responses/{id}`.
+    Delete(String),
+    /// `GET /v1/responses/{id}/input_items`.
+    InputItems(String),
+}
+
+/// The `/api/` routes (Ollama's API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OllamaRoute {
+    Version,
+    Tags,
+    Ps,
+    Show,
+    Chat,
+    Generate,
+    Embed,
+    Pull,
+    Delete,
 }
 
 /// The `/models` routes. Names may contain `/` and `:`.
@@ -75,6 +111,15 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         strip_engine_prefix(path)?
     };
     let (route, allowed) = match api_path {
+        "/api/version" => (Route::Ollama(OllamaRoute::Version), "GET"),
+        "/api/tags" => (Route::Ollama(OllamaRoute::Tags), "GET"),
+        "/api/ps" => (Route::Ollama(OllamaRoute::Ps), "GET"),
+        "/api/show" => (Route::Ollama(OllamaRoute::Show), "POST"),
+        "/api/chat" => (Route::Ollama(OllamaRoute::Chat), "POST"),
+        "/api/generate" => (Route::Ollama(OllamaRoute::Generate), "POST"),
+        "/api/embed" => (Route::Ollama(OllamaRoute::Embed), "POST"),
+        "/api/pull" => (Route::Ollama(OllamaRoute::Pull), "POST"),
+        "/api/delete" => (Route::Ollama(OllamaRoute::Delete), "DELETE"),
         "/engines/unload" => (Route::Unload, "POST"),
         "/engines/ps" => (Route::Running, "GET"),
         "/engines/df" => (Route::DiskUsage, "GET"),
@@ -86,7 +131,29 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         "/v1/chat/completions" => (Route::ChatCompletions, "POST"),
         "/v1/completions" => (Route::Completions, "POST"),
         "/v1/embeddings" => (Route::Embeddings, "POST"),
+        "/v1/messages" | "/anthropic/v1/messages" => (Route::Messages, "POST"),
+        "/v1/messages/count_tokens" | "/anthropic/v1/messages/count_tokens" => {
+            (Route::CountTokens, "POST")
+        }
         "/v1/models" | "/v1/models/" => (Route::Models, "GET"),
+        "/v1/responses" => (Route::Responses(ResponsesRoute::Create), "POST"),
+        p if p.starts_with("/v1/responses/") => {
+            let rest = percent_decode(&p["/v1/responses/".len()..]);
+            return match rest.strip_suffix("/input_items") {
+                Some(id) if method == Method::GET => {
+                    Ok(Route::Responses(ResponsesRoute::InputItems(id.to_owned())))
+                }
+                None if method == Method::GET => Ok(Route::Responses(ResponsesRoute::Get(rest))),
+                None if method == Method::DELETE => {
+                    Ok(Route::Responses(ResponsesRoute::Delete(rest)))
+                }
+                _ => Err(ApiError::MethodNotAllowed {
+                    method: method.to_string(),
+                    path: path.to_owned(),
+                    allowed: "GET, DELETE",
+                }),
+            };
+        }
         p => match p.strip_prefix("/v1/models/") {
             Some(id) => (Route::Model(percent_decode(id)), "GET"),
             None => {
@@ -99,6 +166,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     };
     let ok = match allowed {
         "GET" => method == Method::GET || method == Method::HEAD,
+        "DELETE" => method == Method::DELETE,
         _ => method == Method::POST,
     };
     if ok {
@@ -230,10 +298,77 @@ mod tests {
                 Route::Models
             );
             assert_eq!(
+                route(&Method::POST, &p("/v1/messages")).unwrap(),
+                Route::Messages
+            );
+            assert_eq!(
+                route(&Method::POST, &p("/v1/messages/count_tokens")).unwrap(),
+                Route::CountTokens
+            );
+            assert_eq!(
                 route(&Method::GET, &p("/v1/models/ai/smollm2:latest")).unwrap(),
                 Route::Model("ai/smollm2:latest".into())
             );
         }
+    }
+
+    #[test]
+    fn responses_routes() {
+        for prefix in ["", "/engines", "/engines/llama.cpp"] {
+            let p = |s: &str| format!("{prefix}{s}");
+            assert_eq!(
+                route(&Method::POST, &p("/v1/responses")).unwrap(),
+                Route::Responses(ResponsesRoute::Create)
+            );
+            assert_eq!(
+                route(&Method::GET, &p("/v1/responses/resp_1")).unwrap(),
+                Route::Responses(ResponsesRoute::Get("resp_1".into()))
+            );
+            assert_eq!(
+                route(&Method::DELETE, &p("/v1/responses/resp_1")).unwrap(),
+                Route::Responses(ResponsesRoute::Delete("resp_1".into()))
+            );
+            assert_eq!(
+                route(&Method::GET, &p("/v1/responses/resp_1/input_items")).unwrap(),
+                Route::Responses(ResponsesRoute::InputItems("resp_1".into()))
+            );
+        }
+        assert!(matches!(
+            route(&Method::POST, "/v1/responses/resp_1"),
+            Err(ApiError::MethodNotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn ollama_routes() {
+        assert_eq!(
+            route(&Method::POST, "/api/chat").unwrap(),
+            Route::Ollama(OllamaRoute::Chat)
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/api/delete").unwrap(),
+            Route::Ollama(OllamaRoute::Delete)
+        );
+        assert_eq!(
+            route(&Method::GET, "/api/tags").unwrap(),
+            Route::Ollama(OllamaRoute::Tags)
+        );
+        assert!(matches!(
+            route(&Method::POST, "/api/delete"),
+            Err(ApiError::MethodNotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn anthropic_prefix() {
+        assert_eq!(
+            route(&Method::POST, "/anthropic/v1/messages").unwrap(),
+            Route::Messages
+        );
+        assert_eq!(
+            route(&Method::POST, "/anthropic/v1/messages/count_tokens").unwrap(),
+            Route::CountTokens
+        );
     }
 
     #[test]

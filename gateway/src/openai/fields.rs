@@ -149,6 +149,18 @@ impl Fields {
         }
     }
 
+    /// Refuses any field not in `known`, naming it: APIs whose every field
+    /// Herd reads refuse the rest instead of silently dropping them.
+    pub fn refuse_unknown(&self, known: &[&str], api: &str) -> Result<(), ApiError> {
+        match self.0.keys().find(|k| !known.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(name) => Err(ApiError::unsupported(
+                name,
+                format!("`{name}` is not supported by Herd's {api} API"),
+            )),
+        }
+    }
+
     /// Rejects a parameter Herd does not implement unless it has one of its
     /// neutral values (`null`, `false`, `0`, `""`, an empty object or array).
     pub fn reject_unless_neutral(&self, name: &str, why: &str) -> Result<(), ApiError> {

@@ -4,6 +4,7 @@
 pub mod embeddings;
 pub mod fields;
 pub mod keep_alive;
+pub mod render;
 pub mod request;
 pub mod response;
 pub mod sse;
