@@ -446,6 +446,11 @@ impl Engine for MockEngine {
         Ok(())
     }
 
+    async fn count_tokens(&self, request: GenerationRequest) -> Result<u32, EngineError> {
+        self.model(&request.model)?;
+        Ok(prompt_tokens(&prompt_text(&request.input)))
+    }
+
     async fn embed(&self, model: &str, inputs: Vec<EmbedInput>) -> Result<Embeddings, EngineError> {
         self.model(model)?;
         let mut prompt_tokens = 0u32;

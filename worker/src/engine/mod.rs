@@ -248,6 +248,10 @@ pub trait Engine: Send + Sync + 'static {
         cancel: CancellationToken,
     ) -> Result<(), EngineError>;
 
+    /// The prompt tokens `request` would have (rendered and tokenized as
+    /// `generate` would), without running it or taking a slot.
+    async fn count_tokens(&self, request: GenerationRequest) -> Result<u32, EngineError>;
+
     /// Embeds `inputs` with `model`.
     async fn embed(&self, model: &str, inputs: Vec<EmbedInput>) -> Result<Embeddings, EngineError>;
 

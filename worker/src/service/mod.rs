@@ -135,6 +135,16 @@ impl Worker for WorkerService {
         Ok(Response::new(response))
     }
 
+    async fn count_tokens(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<pb::CountTokensResponse>, Status> {
+        self.drain.admit()?;
+        let request = generate::to_engine_request(request.into_inner())?;
+        let prompt_tokens = self.engine.count_tokens(request).await?;
+        Ok(Response::new(pb::CountTokensResponse { prompt_tokens }))
+    }
+
     async fn status(
         &self,
         _request: Request<StatusRequest>,

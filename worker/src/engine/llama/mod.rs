@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
@@ -27,8 +28,8 @@ use crate::engine::counters::Counters;
 use crate::engine::slots::SlotPermit;
 use crate::engine::tools;
 use crate::engine::{
-    EmbedInput, Embeddings, Engine, EngineStatus, GenerationEvent, GenerationRequest, Input,
-    ModelInfo,
+    Constraint, EmbedInput, Embeddings, Engine, EngineStatus, GenerationEvent, GenerationRequest,
+    Input, ModelInfo, ToolUse,
 };
 use crate::error::EngineError;
 use crate::gpu::GpuPlan;
@@ -306,28 +307,20 @@ impl Engine for LlamaEngine {
                 slots: runner.settings.slots,
             })?;
         let model = runner.model.clone();
-        // Huge prompts are refused before they are rendered or tokenized.
-        let bytes = match &request.input {
-            Input::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
-            Input::Prompt(text) => text.len(),
-        };
-        model.check_size(bytes, runner.settings.context_per_slot)?;
         let tool_mode = request
             .tools
             .as_ref()
             .map(|_| tools::Answer::for_constraint(request.constraint.as_ref()));
-        let (input, constraint) = match (&request.tools, request.input) {
-            (Some(use_), Input::Chat(messages)) => (
-                Input::Chat(tools::prepare(&messages, use_, request.constraint.as_ref())),
-                Some(grammar::Source::Tools(
-                    use_.clone(),
-                    request.constraint.clone(),
-                )),
-            ),
-            (_, input) => (input, request.constraint.map(grammar::Source::Response)),
-        };
+        let (input, constraint) = prepare_input(
+            &model,
+            &runner.settings,
+            request.input,
+            request.tools,
+            request.constraint,
+        )?;
         let weights = model.weights.clone();
-        let prompt = tokio::task::spawn_blocking(move || model.prompt_tokens(&input));
+        let context_size = runner.settings.context_per_slot;
+        let prompt = tokio::task::spawn_blocking(move || tokenize(&model, &input, context_size));
         let grammar = match constraint {
             Some(source) => Some(grammar::prepare(weights, source).await?),
             None => None,
@@ -335,13 +328,6 @@ impl Engine for LlamaEngine {
         let prompt = prompt
             .await
             .map_err(|e| EngineError::Internal(format!("tokenizer task failed: {e}")))??;
-        let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
-        if prompt_tokens >= runner.settings.context_per_slot {
-            return Err(EngineError::ContextLengthExceeded {
-                prompt_tokens,
-                context_size: runner.settings.context_per_slot,
-            });
-        }
         runner
             .jobs
             .send(Job {
@@ -359,6 +345,23 @@ impl Engine for LlamaEngine {
             .map_err(|_| EngineError::ShuttingDown)?;
         self.counters.started.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn count_tokens(&self, request: GenerationRequest) -> Result<u32, EngineError> {
+        let runner = self.runner(&request.model)?;
+        let model = runner.model.clone();
+        let (input, _) = prepare_input(
+            &model,
+            &runner.settings,
+            request.input,
+            request.tools,
+            request.constraint,
+        )?;
+        let context_size = runner.settings.context_per_slot;
+        let prompt = tokio::task::spawn_blocking(move || tokenize(&model, &input, context_size))
+            .await
+            .map_err(|e| EngineError::Internal(format!("tokenizer task failed: {e}")))??;
+        Ok(u32::try_from(prompt.len()).unwrap_or(u32::MAX))
     }
 
     async fn embed(&self, model: &str, inputs: Vec<EmbedInput>) -> Result<Embeddings, EngineError> {
@@ -501,4 +504,49 @@ impl Engine for LlamaEngine {
             gpu_offload: self.gpu.offload,
         }
     }
+}
+
+/// The input as the model will see it (tool definitions folded into the
+/// chat) and what constrains the answer. Huge prompts are refused here,
+/// before they are rendered or tokenized.
+fn prepare_input(
+    model: &LoadedModel,
+    settings: &RunnerSettings,
+    input: Input,
+    tools: Option<ToolUse>,
+    constraint: Option<Constraint>,
+) -> Result<(Input, Option<grammar::Source>), EngineError> {
+    let bytes = match &input {
+        Input::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+        Input::Prompt(text) => text.len(),
+    };
+    model.check_size(bytes, settings.context_per_slot)?;
+    Ok(match (tools, input) {
+        (Some(use_), Input::Chat(messages)) => {
+            let prepared = tools::prepare(&messages, &use_, constraint.as_ref());
+            (
+                Input::Chat(prepared),
+                Some(grammar::Source::Tools(use_, constraint)),
+            )
+        }
+        (_, input) => (input, constraint.map(grammar::Source::Response)),
+    })
+}
+
+/// Renders and tokenizes `input`; a prompt that leaves no room in a slot's
+/// `context_size` is refused.
+fn tokenize(
+    model: &LoadedModel,
+    input: &Input,
+    context_size: u32,
+) -> Result<Vec<LlamaToken>, EngineError> {
+    let prompt = model.prompt_tokens(input)?;
+    let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
+    if prompt_tokens >= context_size {
+        return Err(EngineError::ContextLengthExceeded {
+            prompt_tokens,
+            context_size,
+        });
+    }
+    Ok(prompt)
 }
