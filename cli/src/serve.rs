@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// unloaded to stay within it.
     #[arg(long, env = "HERD_MEMORY_LIMIT")]
     memory_limit: Option<herd_worker::config::MemorySize>,
+    /// API keys file (`herd keys create --file …`): with it, every route
+    /// but /healthz and /readyz needs a key. Overrides `keys_file`.
+    #[arg(long, env = "HERD_KEYS_FILE")]
+    keys_file: Option<PathBuf>,
     /// Gateway config file (see config/gateway.toml); flags override it.
     #[arg(long)]
     gateway_config: Option<PathBuf>,
@@ -239,7 +243,12 @@ fn gateway_config(args: &ServeArgs, default_registry: &str) -> anyhow::Result<Ga
         config.listen = listen;
     }
     config.default_registry = default_registry.to_owned();
+    if let Some(path) = &args.keys_file {
+        config.keys_file = Some(path.clone());
+    }
     config.validate()?;
+    // A keys file that cannot be used stops the start, before any load.
+    herd_gateway::auth::Auth::from_config(&config)?;
     if !config.cluster.etcd.is_empty() {
         bail!(
             "`cluster.etcd` is for `herd gateway`: `herd serve` runs its one worker with an in-memory state store"

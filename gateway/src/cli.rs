@@ -44,6 +44,10 @@ pub struct GatewayArgs {
     /// overrides `cluster.gateway_id`.
     #[arg(long, env = "HERD_GATEWAY_ID")]
     gateway_id: Option<String>,
+    /// API keys file (`herd keys create --file …`): with it, every route
+    /// but /healthz and /readyz needs a key. Overrides `keys_file`.
+    #[arg(long, env = "HERD_KEYS_FILE")]
+    keys_file: Option<PathBuf>,
 }
 
 impl GatewayArgs {
@@ -69,7 +73,11 @@ impl GatewayArgs {
         if let Some(id) = &self.gateway_id {
             config.cluster.gateway_id = Some(id.clone());
         }
+        if let Some(path) = &self.keys_file {
+            config.keys_file = Some(path.clone());
+        }
         config.validate()?;
+        crate::auth::Auth::from_config(&config)?;
         Ok(config)
     }
 }

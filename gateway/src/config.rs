@@ -47,6 +47,9 @@ pub struct GatewayConfig {
     /// Per-model settings, by model name (as clients name it, or its
     /// normalised form): `keep_alive`, `max_queue`, `max_queue_wait_secs`.
     pub models: BTreeMap<String, ModelSettings>,
+    /// API keys (`herd keys`; docs/security.md): when set, every route but
+    /// `/healthz` and `/readyz` needs a key from this file.
+    pub keys_file: Option<PathBuf>,
 }
 
 /// The `[scheduler]` section.
@@ -171,6 +174,7 @@ impl Default for GatewayConfig {
             default_registry: herd_store::reference::DOCKER_HUB.into(),
             scheduler: SchedulerConfig::default(),
             models: BTreeMap::new(),
+            keys_file: None,
         }
     }
 }

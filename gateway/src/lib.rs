@@ -10,6 +10,7 @@
 //! snapshot, which follows the shared [`state`] store (etcd in a cluster).
 //! Errors become HTTP in one place, [`error::ApiError`].
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod context;

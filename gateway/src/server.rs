@@ -14,6 +14,7 @@ use pingora::services::Service as _;
 use pingora::services::listening::Service;
 use tokio::sync::watch;
 
+use crate::auth::Auth;
 use crate::config::GatewayConfig;
 use crate::dispatch::Dispatcher;
 use crate::drain::DrainReport;
@@ -29,13 +30,17 @@ pub struct Gateway {
     roster: Arc<Roster>,
     store: Arc<dyn StateStore>,
     config: GatewayConfig,
+    auth: Auth,
 }
 
 impl Gateway {
     /// Binds the configured address; workers come from `store` (etcd in a
     /// cluster, or a [`herd_state::MemoryStore`] holding the static or
     /// embedded workers), under `config.cluster.prefix`.
+    /// Reads the keys file first, if one is configured.
     pub fn bind(config: GatewayConfig, store: Arc<dyn StateStore>) -> std::io::Result<Self> {
+        let auth = Auth::from_config(&config)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
@@ -45,6 +50,7 @@ impl Gateway {
             roster: Arc::new(Roster::new()),
             store,
             config,
+            auth,
         })
     }
 
@@ -113,7 +119,9 @@ impl Gateway {
             self.config.default_registry.clone(),
             self.config.scheduler.worker_header,
             self.config.scheduler.prefix_key_bytes,
-        );
+        )
+        .with_auth(self.auth.clone());
+        let keys_task = tokio::spawn(self.auth.clone().follow(shutdown.clone()));
         let app = HttpApp::new(dispatcher, self.config.max_body_bytes, self.config.http2)
             .with_head_timeout(self.config.header_timeout());
         let drain = app.drain();
@@ -135,6 +143,7 @@ impl Gateway {
         scheduler.shut_down();
         let report = drain.finish(self.config.shutdown_grace()).await;
         follower.abort();
+        keys_task.abort();
         scheduling.abort();
         membership_task.abort();
         if let Err(e) = session.close().await {

@@ -18,6 +18,7 @@ use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 
 use super::respond;
+use crate::auth::Principal;
 use crate::context::{RequestContext, prefix_key_of};
 use crate::dispatch::{Dispatcher, Generation};
 use crate::drain::Drain;
@@ -32,6 +33,7 @@ pub async fn serve(
     session: &mut ServerSession,
     request: GenerationRequest,
     drain: &Drain,
+    key: Option<Principal>,
 ) -> bool {
     let meta = ResponseMeta {
         id: new_id(request.endpoint),
@@ -52,7 +54,7 @@ pub async fn serve(
         Ok(mut ctx) => {
             ctx.prefix_key = prefix_key_of(&generate, dispatcher.prefix_key_bytes());
             ctx.keep_alive = request.keep_alive;
-            Arc::new(ctx)
+            Arc::new(ctx.with_key(key))
         }
         Err(err) => return respond::error(session, &err).await,
     };
@@ -193,7 +195,10 @@ async fn collect(
                 respond::error(session, &ApiError::ShuttingDown).await;
                 return false;
             }
-            Next::Finished(finished) => break finished,
+            Next::Finished(finished) => {
+                generation.account(&finished);
+                break finished;
+            }
             Next::Text(delta) => text.push_str(&delta),
             Next::WorkerGone(err) if rerun.is_some() => {
                 let Some((dispatcher, ctx, request)) = rerun.take() else {
@@ -321,6 +326,7 @@ async fn stream(
                 return false;
             }
             Next::Finished(finished) => {
+                generation.account(&finished);
                 release(generation);
                 let reason = finish_reason(&finished);
                 if !finished.tool_calls.is_empty() {
