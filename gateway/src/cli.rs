@@ -48,6 +48,13 @@ pub struct GatewayArgs {
     /// but /healthz and /readyz needs a key. Overrides `keys_file`.
     #[arg(long, env = "HERD_KEYS_FILE")]
     keys_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key, the listener speaks
+    /// TLS only. Overrides `[tls] cert`.
+    #[arg(long, env = "HERD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM). Overrides `[tls] key`.
+    #[arg(long, env = "HERD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 impl GatewayArgs {
@@ -76,6 +83,12 @@ impl GatewayArgs {
         if let Some(path) = &self.keys_file {
             config.keys_file = Some(path.clone());
         }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(crate::tls::TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
         config.validate()?;
         crate::auth::Auth::from_config(&config)?;
         Ok(config)
@@ -90,7 +103,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<i32> {
     let gateway = Gateway::bind(config.clone(), store)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     // The readiness line scripts and tests wait for.
-    println!("herd-gateway listening on http://{}", gateway.local_addr());
+    println!(
+        "herd-gateway listening on {}://{}",
+        gateway.scheme(),
+        gateway.local_addr()
+    );
     std::io::Write::flush(&mut std::io::stdout()).ok();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -20,6 +20,7 @@ use crate::dispatch::Dispatcher;
 use crate::drain::DrainReport;
 use crate::http::HttpApp;
 use crate::scheduler::Scheduler;
+use crate::tls::CertStore;
 use crate::workers::Roster;
 
 /// A bound, not yet serving gateway.
@@ -31,6 +32,7 @@ pub struct Gateway {
     store: Arc<dyn StateStore>,
     config: GatewayConfig,
     auth: Auth,
+    certs: Option<Arc<CertStore>>,
 }
 
 impl Gateway {
@@ -40,6 +42,12 @@ impl Gateway {
     /// Reads the keys file first, if one is configured.
     pub fn bind(config: GatewayConfig, store: Arc<dyn StateStore>) -> std::io::Result<Self> {
         let auth = Auth::from_config(&config)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let certs = config
+            .tls
+            .as_ref()
+            .map(CertStore::load)
+            .transpose()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
@@ -51,6 +59,7 @@ impl Gateway {
             store,
             config,
             auth,
+            certs,
         })
     }
 
@@ -68,6 +77,15 @@ impl Gateway {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// `https` with TLS on the listener, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn roster(&self) -> Arc<Roster> {
@@ -133,8 +151,22 @@ impl Gateway {
         fds.add(key.clone(), self.listener.into_raw_fd());
         let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
         let mut service = Service::new("herd-gateway".to_owned(), app);
-        service.add_tcp(&key);
-        tracing::info!(addr = %self.local_addr, gateway = %id, policy = ?self.config.scheduler.policy, "gateway listening");
+        let mut certs_task = None;
+        match &self.certs {
+            Some(certs) => match certs.settings() {
+                Ok(settings) => {
+                    service.add_tls_with_settings(&key, None, settings);
+                    certs_task = Some(tokio::spawn(certs.clone().follow(shutdown.clone())));
+                }
+                Err(error) => {
+                    // Never fall back to plain HTTP.
+                    tracing::error!(%error, "cannot set up TLS; not serving");
+                    return drain.finish(std::time::Duration::ZERO).await;
+                }
+            },
+            None => service.add_tcp(&key),
+        }
+        tracing::info!(addr = %self.local_addr, gateway = %id, tls = self.certs.is_some(), policy = ?self.config.scheduler.policy, "gateway listening");
         // Returns when the signal stops the accept loop; the listening
         // socket is closed then, so new connections are refused.
         service.start_service(Some(fds), shutdown, 1).await;
@@ -144,6 +176,9 @@ impl Gateway {
         let report = drain.finish(self.config.shutdown_grace()).await;
         follower.abort();
         keys_task.abort();
+        if let Some(task) = certs_task {
+            task.abort();
+        }
         scheduling.abort();
         membership_task.abort();
         if let Err(e) = session.close().await {
