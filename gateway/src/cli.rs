@@ -55,6 +55,17 @@ pub struct GatewayArgs {
     /// TLS private key (PEM). Overrides `[tls] key`.
     #[arg(long, env = "HERD_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// CA (PEM) that signs the workers' certificates: reach `https://`
+    /// workers over TLS. Overrides `[worker_tls] ca`.
+    #[arg(long, env = "HERD_WORKER_CA")]
+    worker_ca: Option<PathBuf>,
+    /// This gateway's client certificate (PEM) for workers that require
+    /// one (mTLS). Overrides `[worker_tls] cert`.
+    #[arg(long, env = "HERD_CLIENT_CERT", requires_all = ["client_key", "worker_ca"])]
+    client_cert: Option<PathBuf>,
+    /// Its private key (PEM). Overrides `[worker_tls] key`.
+    #[arg(long, env = "HERD_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 impl GatewayArgs {
@@ -87,6 +98,13 @@ impl GatewayArgs {
             config.tls = Some(crate::tls::TlsConfig {
                 cert: cert.clone(),
                 key: key.clone(),
+            });
+        }
+        if let Some(ca) = &self.worker_ca {
+            config.worker_tls = Some(crate::tls::WorkerTlsConfig {
+                ca: ca.clone(),
+                cert: self.client_cert.clone(),
+                key: self.client_key.clone(),
             });
         }
         config.validate()?;

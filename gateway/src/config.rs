@@ -53,6 +53,9 @@ pub struct GatewayConfig {
     /// TLS on the listener (`[tls] cert, key`: PEM files, re-read when
     /// they change); absent: plain HTTP.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// TLS to `https://` workers: the CA that signs them, and this
+    /// gateway's client certificate for mTLS.
+    pub worker_tls: Option<crate::tls::WorkerTlsConfig>,
 }
 
 /// The `[scheduler]` section.
@@ -179,6 +182,7 @@ impl Default for GatewayConfig {
             models: BTreeMap::new(),
             keys_file: None,
             tls: None,
+            worker_tls: None,
         }
     }
 }

@@ -49,13 +49,20 @@ impl Gateway {
             .map(CertStore::load)
             .transpose()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let mut roster = Roster::new();
+        if let Some(worker_tls) = &config.worker_tls {
+            let tls = worker_tls
+                .client_config()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            roster = roster.with_tls(tls);
+        }
         let listener = TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         Ok(Self {
             listener,
             local_addr,
-            roster: Arc::new(Roster::new()),
+            roster: Arc::new(roster),
             store,
             config,
             auth,

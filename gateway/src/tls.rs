@@ -30,6 +30,49 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// The `[worker_tls]` section: TLS (and mTLS) to `https://` workers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerTlsConfig {
+    /// PEM CA certificate(s) that sign the workers' certificates.
+    pub ca: PathBuf,
+    /// This gateway's client certificate (PEM), for workers that require
+    /// one (`herd worker --client-ca`).
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl WorkerTlsConfig {
+    /// tonic's client settings: the CA, and the client identity if set.
+    pub fn client_config(&self) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        pingora::tls::install_default_crypto_provider();
+        let mut config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&self.ca)?));
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(TlsError::Empty {
+                    path: self.cert.clone().unwrap_or_default(),
+                    key: self.key.clone().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(config)
+    }
+}
+
 /// Why a certificate pair cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
