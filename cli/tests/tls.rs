@@ -13,6 +13,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{MODEL, model_path, spawn_until_ready};
@@ -269,4 +270,41 @@ async fn tls_handshakes_alpn_wrong_ca_plain_http_and_reload() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(get(&mut kept, "/healthz").await, "HTTP/1.1 200 OK");
+
+    // Renewal under load: clients keep connecting while a new certificate
+    // replaces the old one; none of their requests fails.
+    let before = served_cert(addr, &ca).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ca = Arc::new(ca);
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ca) = (stop.clone(), ca.clone());
+            tokio::spawn(async move {
+                let mut served = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut tls = connect(addr, &ca, &[b"http/1.1"]).await.unwrap();
+                    assert_eq!(get(&mut tls, "/healthz").await, "HTTP/1.1 200 OK");
+                    served += 1;
+                }
+                served
+            })
+        })
+        .collect();
+    install(dir.path(), &ca.issue(false), 3);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while served_cert(addr, &ca).await == before {
+        assert!(tokio::time::Instant::now() < deadline, "never renewed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        assert!(client.await.unwrap() > 0);
+    }
+}
+
+/// The leaf certificate a new connection is served.
+async fn served_cert(addr: SocketAddr, ca: &Ca) -> Vec<u8> {
+    let tls = connect(addr, ca, &[b"http/1.1"]).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
