@@ -132,7 +132,8 @@ impl HttpApp {
             }
             Route::Status => info::status(session, &self.dispatcher).await,
             Route::Store(store_route) => {
-                store::serve(&self.dispatcher, session, store_route, self.max_body_bytes).await
+                let max = self.max_body_bytes;
+                store::serve(&self.dispatcher, session, store_route, max, key.as_ref()).await
             }
             Route::Running => engines::running(session, &self.dispatcher).await,
             Route::DiskUsage => engines::disk_usage(session, &self.dispatcher).await,
