@@ -146,6 +146,18 @@ impl Dispatcher {
         request: pb::GenerateRequest,
     ) -> Result<Generation, ApiError> {
         let permit = self.authenticate(ctx)?;
+        self.generate_again(ctx, request, permit).await
+    }
+
+    /// Runs a request that passed [`Self::authenticate`] (again, after its
+    /// worker went away), under the permit it holds: it counts once
+    /// against its key's limits.
+    pub async fn generate_again(
+        &self,
+        ctx: &Arc<RequestContext>,
+        request: pb::GenerateRequest,
+        permit: Option<Permit>,
+    ) -> Result<Generation, ApiError> {
         let model = self.scheduler.resolve(&ctx.model)?;
         self.run(ctx, &model, |mut client, name| {
             let mut request = request.clone();

@@ -208,9 +208,10 @@ async fn collect(
                 generation
                     .lease
                     .set_outcome(crate::scheduler::Outcome::WorkerGone);
+                let permit = generation.permit.take();
                 drop(generation);
                 let dispatched = tokio::select! {
-                    dispatched = dispatcher.generate(ctx, request) => dispatched,
+                    dispatched = dispatcher.generate_again(ctx, request, permit) => dispatched,
                     _ = interrupted(session, drain) => return false,
                 };
                 match dispatched {
