@@ -256,7 +256,8 @@ impl KeysFile {
         };
         let text = toml::to_string_pretty(self).map_err(|e| write_err(std::io::Error::other(e)))?;
         let text = format!(
-            "# Herd API keys, managed with `herd keys`. Only SHA-256 digests of the keys are kept.\n\n{text}"
+            "# Herd API keys, managed with `herd keys`. Only SHA-256 digests of the keys are kept.\n\n{}\n",
+            text.trim_end()
         );
         let tmp = path.with_extension("tmp");
         {
