@@ -6,6 +6,7 @@
 
 mod bench;
 mod client;
+mod keys;
 mod models;
 mod ops;
 mod package;
@@ -40,6 +41,8 @@ enum Command {
     /// Run a worker (as `herd-worker`): models behind gRPC, registered in
     /// a cluster's etcd with --etcd.
     Worker(herd_worker::cli::WorkerArgs),
+    /// Manage the gateway's API keys (a keys file).
+    Keys(keys::KeysArgs),
     /// Package a GGUF file as a Docker model artifact in the local store.
     Package(package::PackageArgs),
     /// Pull a model into the pool (a worker's store).
@@ -101,6 +104,7 @@ async fn remote(command: Command, remote: client::Remote) -> anyhow::Result<i32>
         | Command::Gateway(_)
         | Command::Worker(_)
         | Command::Package(_)
+        | Command::Keys(_)
         | Command::Completion { .. } => Ok(()),
     }
     .map(|()| 0)
@@ -136,6 +140,7 @@ fn main() {
                 Command::Gateway(args) => runtime.block_on(herd_gateway::cli::run(args)),
                 Command::Worker(args) => runtime.block_on(herd_worker::cli::run(args)),
                 Command::Package(args) => runtime.block_on(package::run(args)).map(|()| 0),
+                Command::Keys(args) => keys::run(args).map(|()| 0),
                 Command::Completion { shell } => {
                     clap_complete::generate(
                         shell,

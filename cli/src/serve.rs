@@ -55,6 +55,17 @@ pub struct ServeArgs {
     /// unloaded to stay within it.
     #[arg(long, env = "HERD_MEMORY_LIMIT")]
     memory_limit: Option<herd_worker::config::MemorySize>,
+    /// API keys file (`herd keys create --file …`): with it, every route
+    /// but /healthz and /readyz needs a key. Overrides `keys_file`.
+    #[arg(long, env = "HERD_KEYS_FILE")]
+    keys_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key the API is served over
+    /// TLS only (h2 and http/1.1 by ALPN). Overrides `[tls] cert`.
+    #[arg(long, env = "HERD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM). Overrides `[tls] key`.
+    #[arg(long, env = "HERD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Gateway config file (see config/gateway.toml); flags override it.
     #[arg(long)]
     gateway_config: Option<PathBuf>,
@@ -151,7 +162,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<DrainReport> {
     let listen = gateway_config.listen;
     let gateway = Gateway::bind(gateway_config, store)
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let url = format!("http://{}", gateway.local_addr());
+    let url = format!("{}://{}", gateway.scheme(), gateway.local_addr());
 
     let (stop_worker, mut worker_stopped) = watch::channel(false);
     let worker_task = tokio::spawn(worker.serve(async move {
@@ -239,7 +250,18 @@ fn gateway_config(args: &ServeArgs, default_registry: &str) -> anyhow::Result<Ga
         config.listen = listen;
     }
     config.default_registry = default_registry.to_owned();
+    if let Some(path) = &args.keys_file {
+        config.keys_file = Some(path.clone());
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(herd_gateway::tls::TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
     config.validate()?;
+    // A keys file that cannot be used stops the start, before any load.
+    herd_gateway::auth::Auth::from_config(&config)?;
     if !config.cluster.etcd.is_empty() {
         bail!(
             "`cluster.etcd` is for `herd gateway`: `herd serve` runs its one worker with an in-memory state store"

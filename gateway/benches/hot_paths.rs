@@ -165,5 +165,64 @@ fn schedule(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, parse, encode, schedule);
+/// The API-key steps of a request with keys on: the route check (hash the
+/// presented key, look it up among 1,000 keys), the model allow-list, and
+/// the limits (admit, then drop the permit).
+fn keys(c: &mut Criterion) {
+    use herd_gateway::auth::{Auth, KeyRecord, KeysFile, Limits, Role, keys};
+    use herd_gateway::http::routes::Route;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    let mut file = KeysFile::default();
+    let mut presented = String::new();
+    for i in 0..1000 {
+        let key = keys::generate();
+        let limits = Limits {
+            requests_per_minute: None,
+            tokens_per_minute: Some(1_000_000_000),
+            max_concurrent: Some(1000),
+        };
+        let models = vec!["ai/*".to_owned(), "team/model-?".to_owned()];
+        file.keys.push(KeyRecord::new(
+            &format!("team-{i}"),
+            Role::User,
+            &key,
+            models,
+            limits,
+        ));
+        presented = key;
+    }
+    file.save(&path).unwrap();
+    let auth = Auth::from_file(&path, "docker.io").unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        http::HeaderValue::from_str(&format!("Bearer {presented}")).unwrap(),
+    );
+    let step = || {
+        let key = auth
+            .check(&Route::ChatCompletions, &headers)
+            .unwrap()
+            .unwrap();
+        assert!(key.may_use("ai/smollm2", "docker.io"));
+        drop(key.admit().unwrap());
+    };
+    c.bench_function("keys/check_allow_admit_1000_keys", |b| b.iter(step));
+    let mut samples: Vec<Duration> = (0..20_000)
+        .map(|_| {
+            let started = Instant::now();
+            step();
+            started.elapsed()
+        })
+        .collect();
+    samples.sort();
+    println!(
+        "keys/check_allow_admit_1000_keys: p50 {:?}  p99 {:?}  max {:?} (20000 requests)",
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+        samples[samples.len() - 1]
+    );
+}
+
+criterion_group!(benches, parse, encode, schedule, keys);
 criterion_main!(benches);

@@ -44,6 +44,28 @@ pub struct GatewayArgs {
     /// overrides `cluster.gateway_id`.
     #[arg(long, env = "HERD_GATEWAY_ID")]
     gateway_id: Option<String>,
+    /// API keys file (`herd keys create --file …`): with it, every route
+    /// but /healthz and /readyz needs a key. Overrides `keys_file`.
+    #[arg(long, env = "HERD_KEYS_FILE")]
+    keys_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key, the listener speaks
+    /// TLS only. Overrides `[tls] cert`.
+    #[arg(long, env = "HERD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM). Overrides `[tls] key`.
+    #[arg(long, env = "HERD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that signs the workers' certificates: reach `https://`
+    /// workers over TLS. Overrides `[worker_tls] ca`.
+    #[arg(long, env = "HERD_WORKER_CA")]
+    worker_ca: Option<PathBuf>,
+    /// This gateway's client certificate (PEM) for workers that require
+    /// one (mTLS). Overrides `[worker_tls] cert`.
+    #[arg(long, env = "HERD_CLIENT_CERT", requires_all = ["client_key", "worker_ca"])]
+    client_cert: Option<PathBuf>,
+    /// Its private key (PEM). Overrides `[worker_tls] key`.
+    #[arg(long, env = "HERD_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 impl GatewayArgs {
@@ -69,7 +91,24 @@ impl GatewayArgs {
         if let Some(id) = &self.gateway_id {
             config.cluster.gateway_id = Some(id.clone());
         }
+        if let Some(path) = &self.keys_file {
+            config.keys_file = Some(path.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(crate::tls::TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        if let Some(ca) = &self.worker_ca {
+            config.worker_tls = Some(crate::tls::WorkerTlsConfig {
+                ca: ca.clone(),
+                cert: self.client_cert.clone(),
+                key: self.client_key.clone(),
+            });
+        }
         config.validate()?;
+        crate::auth::Auth::from_config(&config)?;
         Ok(config)
     }
 }
@@ -82,7 +121,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<i32> {
     let gateway = Gateway::bind(config.clone(), store)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     // The readiness line scripts and tests wait for.
-    println!("herd-gateway listening on http://{}", gateway.local_addr());
+    println!(
+        "herd-gateway listening on {}://{}",
+        gateway.scheme(),
+        gateway.local_addr()
+    );
     std::io::Write::flush(&mut std::io::stdout()).ok();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

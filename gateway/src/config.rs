@@ -51,6 +51,15 @@ pub struct GatewayConfig {
     /// Per-model settings, by model name (as clients name it, or its
     /// normalised form): `keep_alive`, `max_queue`, `max_queue_wait_secs`.
     pub models: BTreeMap<String, ModelSettings>,
+    /// API keys (`herd keys`; docs/security.md): when set, every route but
+    /// `/healthz` and `/readyz` needs a key from this file.
+    pub keys_file: Option<PathBuf>,
+    /// TLS on the listener (`[tls] cert, key`: PEM files, re-read when
+    /// they change); absent: plain HTTP.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// TLS to `https://` workers: the CA that signs them, and this
+    /// gateway's client certificate for mTLS.
+    pub worker_tls: Option<crate::tls::WorkerTlsConfig>,
 }
 
 /// The `[scheduler]` section.
@@ -186,6 +195,9 @@ impl Default for GatewayConfig {
             default_registry: herd_store::reference::DOCKER_HUB.into(),
             scheduler: SchedulerConfig::default(),
             models: BTreeMap::new(),
+            keys_file: None,
+            tls: None,
+            worker_tls: None,
         }
     }
 }
@@ -401,6 +413,20 @@ mod tests {
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains(field), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn keys_and_tls_settings_parse() {
+        let config: GatewayConfig =
+            toml::from_str("keys_file = '/k.toml'\n[tls]\ncert = '/c.pem'\nkey = '/k.pem'")
+                .unwrap();
+        assert_eq!(config.keys_file.as_deref(), Some(Path::new("/k.toml")));
+        let tls = config.tls.unwrap();
+        assert_eq!(
+            (tls.cert.to_str(), tls.key.to_str()),
+            (Some("/c.pem"), Some("/k.pem"))
+        );
+        assert!(toml::from_str::<GatewayConfig>("[tls]\ncert = '/c.pem'").is_err());
     }
 
     #[test]

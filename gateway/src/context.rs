@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::routing::hash;
 use crate::scheduler::KeepAlive;
@@ -73,6 +74,8 @@ pub struct RequestContext {
     pub needs_slot: bool,
     /// When the gateway received it.
     pub received_at: Instant,
+    /// The API key it came with, when keys are on.
+    pub key: Option<Principal>,
 }
 
 impl RequestContext {
@@ -127,7 +130,19 @@ impl RequestContext {
             keep_alive: None,
             needs_slot,
             received_at,
+            key: None,
         })
+    }
+
+    /// The request as sent with `key`: the key's name is its tenant,
+    /// whatever `X-Herd-Tenant` said.
+    #[must_use]
+    pub fn with_key(mut self, key: Option<Principal>) -> Self {
+        if let Some(key) = &key {
+            key.name().clone_into(&mut self.tenant);
+        }
+        self.key = key;
+        self
     }
 }
 

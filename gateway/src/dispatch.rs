@@ -19,6 +19,7 @@ use herd_proto::error::{ErrorCode, FailureClass, WorkerFailure};
 use herd_proto::v1 as pb;
 use tonic::Streaming;
 
+use crate::auth::{Auth, Permit};
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::scheduler::{Lease, Outcome, Resolved, Scheduler};
@@ -41,6 +42,20 @@ pub struct Generation {
     /// the stream ended at once).
     pub first: Option<pb::GenerateEvent>,
     pub lease: Lease,
+    /// The API key's permit (keys on): its concurrency slot, freed with
+    /// the generation, and the tokens it used.
+    pub permit: Option<Permit>,
+}
+
+impl Generation {
+    /// Counts the tokens of the finished generation against its API key.
+    pub fn account(&mut self, finished: &pb::GenerateFinished) {
+        if let Some(permit) = &mut self.permit {
+            permit.add_tokens(
+                u64::from(finished.prompt_tokens) + u64::from(finished.completion_tokens),
+            );
+        }
+    }
 }
 
 /// Runs requests through the scheduler to workers.
@@ -50,6 +65,7 @@ pub struct Dispatcher {
     default_registry: String,
     worker_header: bool,
     prefix_key_bytes: usize,
+    auth: Auth,
 }
 
 impl Dispatcher {
@@ -64,7 +80,19 @@ impl Dispatcher {
             default_registry,
             worker_header,
             prefix_key_bytes,
+            auth: Auth::off(),
         }
+    }
+
+    /// With API keys.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     pub fn default_registry(&self) -> &str {
@@ -84,10 +112,19 @@ impl Dispatcher {
         self.prefix_key_bytes
     }
 
-    /// The authentication step: every request passes for now (API keys
-    /// attach here).
-    pub fn authenticate(&self, _ctx: &RequestContext) -> Result<(), ApiError> {
-        Ok(())
+    /// The authentication step. With API keys on, the request's key (the
+    /// route-level check found it) must allow its model — else 404, as if
+    /// the model did not exist — and be within its limits — else 429 with
+    /// `Retry-After`. The permit holds the key's concurrency slot until the
+    /// request ends. Without keys every request passes.
+    pub fn authenticate(&self, ctx: &RequestContext) -> Result<Option<Permit>, ApiError> {
+        let Some(key) = &ctx.key else {
+            return Ok(None);
+        };
+        if !key.may_use(&ctx.model, &self.default_registry) {
+            return Err(ApiError::ModelNotFound(ctx.model.clone()));
+        }
+        key.admit().map(Some)
     }
 
     /// The headers that tell the client where and how long: the worker
@@ -108,7 +145,19 @@ impl Dispatcher {
         ctx: &Arc<RequestContext>,
         request: pb::GenerateRequest,
     ) -> Result<Generation, ApiError> {
-        self.authenticate(ctx)?;
+        let permit = self.authenticate(ctx)?;
+        self.generate_again(ctx, request, permit).await
+    }
+
+    /// Runs a request that passed [`Self::authenticate`] (again, after its
+    /// worker went away), under the permit it holds: it counts once
+    /// against its key's limits.
+    pub async fn generate_again(
+        &self,
+        ctx: &Arc<RequestContext>,
+        request: pb::GenerateRequest,
+        permit: Option<Permit>,
+    ) -> Result<Generation, ApiError> {
         let model = self.scheduler.resolve(&ctx.model)?;
         self.run(ctx, &model, |mut client, name| {
             let mut request = request.clone();
@@ -124,6 +173,7 @@ impl Dispatcher {
             events,
             first,
             lease,
+            permit,
         })
     }
 
@@ -135,14 +185,19 @@ impl Dispatcher {
         ctx: &Arc<RequestContext>,
         request: pb::EmbedRequest,
     ) -> Result<(pb::EmbedResponse, Lease), ApiError> {
-        self.authenticate(ctx)?;
+        let mut permit = self.authenticate(ctx)?;
         let model = self.scheduler.resolve(&ctx.model)?;
-        self.run(ctx, &model, |mut client, name| {
-            let mut request = request.clone();
-            request.model = name;
-            async move { client.embed(request).await.map(tonic::Response::into_inner) }
-        })
-        .await
+        let (response, lease) = self
+            .run(ctx, &model, |mut client, name| {
+                let mut request = request.clone();
+                request.model = name;
+                async move { client.embed(request).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
+        if let Some(permit) = &mut permit {
+            permit.add_tokens(u64::from(response.prompt_tokens));
+        }
+        Ok((response, lease))
     }
 
     /// Admit → dispatch, putting the request back or retrying it elsewhere

@@ -65,6 +65,23 @@ pub enum ApiError {
     },
     #[error("The worker failed: {0}")]
     Upstream(String),
+    /// No API key, or one that is not known (never echoed).
+    #[error("{}", if *presented {
+        "Incorrect API key provided"
+    } else {
+        "You didn't provide an API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`"
+    })]
+    Unauthorized { presented: bool },
+    /// The key's role does not allow the route.
+    #[error("The API key `{key}` may not do this: it needs the admin role")]
+    Forbidden { key: String },
+    /// The key is over one of its limits.
+    #[error("Rate limit reached for API key `{key}` on {what}: limit {limit}")]
+    RateLimited {
+        key: String,
+        what: &'static str,
+        limit: u64,
+    },
     #[error("The gateway is shutting down")]
     ShuttingDown,
     /// Not valid HTTP: a malformed head or body, a head over the limits, or
@@ -122,7 +139,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Retry { error, .. } => error.status(),
-            Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueFull { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::QueueTimeout { .. } | Self::ModelTooLarge { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -168,6 +187,9 @@ impl ApiError {
         match self {
             Self::Retry { error, .. } => error.code(),
             Self::QueueFull { .. } => Some("queue_full"),
+            Self::Unauthorized { .. } => Some("invalid_api_key"),
+            Self::Forbidden { .. } => Some("permission_denied"),
+            Self::RateLimited { .. } => Some("rate_limit_exceeded"),
             Self::QueueTimeout { .. } => Some("queue_timeout"),
             Self::ModelTooLarge { .. } => Some("model_too_large"),
             Self::Worker { code, .. } => Some(code),

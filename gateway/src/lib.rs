@@ -11,6 +11,7 @@
 //! Errors become HTTP in one place, [`error::ApiError`].
 
 pub mod anthropic;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod context;
@@ -25,6 +26,7 @@ pub mod responses;
 pub mod routing;
 pub mod scheduler;
 pub mod server;
+pub mod tls;
 pub mod workers;
 
 /// The state seam (workers register, gateways watch): the `herd-state`

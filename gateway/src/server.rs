@@ -14,11 +14,13 @@ use pingora::services::Service as _;
 use pingora::services::listening::Service;
 use tokio::sync::watch;
 
+use crate::auth::Auth;
 use crate::config::GatewayConfig;
 use crate::dispatch::Dispatcher;
 use crate::drain::DrainReport;
 use crate::http::HttpApp;
 use crate::scheduler::Scheduler;
+use crate::tls::CertStore;
 use crate::workers::Roster;
 
 /// A bound, not yet serving gateway.
@@ -29,22 +31,42 @@ pub struct Gateway {
     roster: Arc<Roster>,
     store: Arc<dyn StateStore>,
     config: GatewayConfig,
+    auth: Auth,
+    certs: Option<Arc<CertStore>>,
 }
 
 impl Gateway {
     /// Binds the configured address; workers come from `store` (etcd in a
     /// cluster, or a [`herd_state::MemoryStore`] holding the static or
     /// embedded workers), under `config.cluster.prefix`.
+    /// Reads the keys file first, if one is configured.
     pub fn bind(config: GatewayConfig, store: Arc<dyn StateStore>) -> std::io::Result<Self> {
+        let auth = Auth::from_config(&config)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let certs = config
+            .tls
+            .as_ref()
+            .map(CertStore::load)
+            .transpose()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let mut roster = Roster::new();
+        if let Some(worker_tls) = &config.worker_tls {
+            let tls = worker_tls
+                .client_config()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            roster = roster.with_tls(tls);
+        }
         let listener = TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         Ok(Self {
             listener,
             local_addr,
-            roster: Arc::new(Roster::new()),
+            roster: Arc::new(roster),
             store,
             config,
+            auth,
+            certs,
         })
     }
 
@@ -62,6 +84,15 @@ impl Gateway {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// `https` with TLS on the listener, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn roster(&self) -> Arc<Roster> {
@@ -113,7 +144,9 @@ impl Gateway {
             self.config.default_registry.clone(),
             self.config.scheduler.worker_header,
             self.config.scheduler.prefix_key_bytes,
-        );
+        )
+        .with_auth(self.auth.clone());
+        let keys_task = tokio::spawn(self.auth.clone().follow(shutdown.clone()));
         let app = HttpApp::new(dispatcher, self.config.max_body_bytes, self.config.http2)
             .with_head_timeout(self.config.header_timeout())
             .with_state_store(self.store.clone(), &self.config.cluster.prefix);
@@ -126,8 +159,22 @@ impl Gateway {
         fds.add(key.clone(), self.listener.into_raw_fd());
         let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
         let mut service = Service::new("herd-gateway".to_owned(), app);
-        service.add_tcp(&key);
-        tracing::info!(addr = %self.local_addr, gateway = %id, policy = ?self.config.scheduler.policy, "gateway listening");
+        let mut certs_task = None;
+        match &self.certs {
+            Some(certs) => match certs.settings() {
+                Ok(settings) => {
+                    service.add_tls_with_settings(&key, None, settings);
+                    certs_task = Some(tokio::spawn(certs.clone().follow(shutdown.clone())));
+                }
+                Err(error) => {
+                    // Never fall back to plain HTTP.
+                    tracing::error!(%error, "cannot set up TLS; not serving");
+                    return drain.finish(std::time::Duration::ZERO).await;
+                }
+            },
+            None => service.add_tcp(&key),
+        }
+        tracing::info!(addr = %self.local_addr, gateway = %id, tls = self.certs.is_some(), policy = ?self.config.scheduler.policy, "gateway listening");
         // Returns when the signal stops the accept loop; the listening
         // socket is closed then, so new connections are refused.
         service.start_service(Some(fds), shutdown, 1).await;
@@ -136,6 +183,10 @@ impl Gateway {
         scheduler.shut_down();
         let report = drain.finish(self.config.shutdown_grace()).await;
         follower.abort();
+        keys_task.abort();
+        if let Some(task) = certs_task {
+            task.abort();
+        }
         scheduling.abort();
         membership_task.abort();
         if let Err(e) = session.close().await {

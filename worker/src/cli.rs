@@ -136,6 +136,17 @@ pub struct WorkerArgs {
     /// Engine: `llama` (the file's models) or `mock` (see the --mock-* flags).
     #[arg(long, value_enum, default_value = "llama", env = "HERD_WORKER_ENGINE")]
     engine: EngineKind,
+    /// TLS certificate (PEM) of the gRPC listener; with --tls-key,
+    /// gateways reach this worker at `https://`.
+    #[arg(long, env = "HERD_WORKER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "HERD_WORKER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates are required: only gateways
+    /// holding one may call this worker (mTLS).
+    #[arg(long, env = "HERD_WORKER_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     #[command(flatten)]
     mock: MockArgs,
     #[command(flatten)]
@@ -263,17 +274,29 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let clustered = !config.cluster.etcd.is_empty();
-    let endpoint = config.cluster.endpoint(listener.local_addr()?)?;
+    let tls = server_tls(&args.tls_cert, &args.tls_key, &args.client_ca)?;
+    let mut endpoint = config.cluster.endpoint(listener.local_addr()?)?;
+    if tls.is_some() {
+        endpoint = endpoint.replacen("http://", "https://", 1);
+    }
     // In a cluster the default id is the advertised address: unique.
-    let worker_id = config
-        .worker_id
-        .clone()
-        .or_else(|| clustered.then(|| endpoint.trim_start_matches("http://").to_owned()));
+    let worker_id = config.worker_id.clone().or_else(|| {
+        clustered.then(|| {
+            let host = endpoint
+                .split_once("://")
+                .map_or(endpoint.as_str(), |(_, h)| h);
+            host.to_owned()
+        })
+    });
     let accelerator = accelerator(engine.as_ref());
     let server = GrpcServer::from_listener(listener, worker_id, engine)?
         .with_catalog(Arc::new(catalog))
         .with_models(models)
         .with_capacity(capacity);
+    let server = match tls {
+        Some(tls) => server.with_tls(tls),
+        None => server,
+    };
     let registration = if clustered {
         let store = herd_state::connect(&config.cluster.etcd).await?;
         let record = WorkerRecord {
@@ -377,4 +400,29 @@ fn accelerator(engine: &dyn Engine) -> String {
     } else {
         gpus.join(", ")
     }
+}
+
+/// The gRPC listener's TLS: its certificate and key, and (mTLS) the CA
+/// whose client certificates it requires.
+fn server_tls(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    client_ca: &Option<PathBuf>,
+) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    // ring, as the gateway's pingora uses (more than one provider is
+    // compiled in, so rustls cannot pick one itself).
+    let _ =
+        rustls::crypto::CryptoProvider::install_default(rustls::crypto::ring::default_provider());
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }

@@ -30,6 +30,7 @@ pub struct GrpcServer {
     worker_id: String,
     health: HealthReporter,
     drain: Drain,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl GrpcServer {
@@ -62,6 +63,7 @@ impl GrpcServer {
             worker_id,
             health,
             drain,
+            tls: None,
         })
     }
 
@@ -83,6 +85,14 @@ impl GrpcServer {
     #[must_use]
     pub fn with_capacity(mut self, capacity: crate::service::Capacity) -> Self {
         self.service = self.service.with_capacity(capacity);
+        self
+    }
+
+    /// Serves over TLS (with a client CA: only to clients holding a
+    /// certificate it signed — mTLS).
+    #[must_use]
+    pub fn with_tls(mut self, tls: tonic::transport::ServerTlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -120,7 +130,11 @@ impl GrpcServer {
             drain.finish();
         };
         tracing::info!(addr = %self.local_addr, worker_id = %self.worker_id, "worker gRPC listening");
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             .tcp_nodelay(true)
             .add_service(health_service)
             .add_service(

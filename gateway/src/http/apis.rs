@@ -10,6 +10,7 @@ use super::body::{self, BodyError};
 use super::generate::{self, Job};
 use super::{HttpApp, respond};
 use crate::anthropic;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::render::Render;
 
@@ -44,7 +45,7 @@ pub async fn read_body(app: &HttpApp, session: &mut ServerSession, shape: Shape)
 }
 
 /// `POST /v1/messages`.
-pub async fn messages(app: &HttpApp, session: &mut ServerSession) -> bool {
+pub async fn messages(app: &HttpApp, session: &mut ServerSession, key: Option<Principal>) -> bool {
     let mut render = anthropic::MessagesRender::new(String::new());
     let Some(body) = read_body(app, session, ApiError::anthropic_body).await else {
         return false;
@@ -60,12 +61,17 @@ pub async fn messages(app: &HttpApp, session: &mut ServerSession) -> bool {
         stream: request.stream,
         generate: request.generate,
         keep_alive: None,
+        key,
     };
     generate::run(&app.dispatcher, session, job, &mut render, &app.drain).await
 }
 
 /// `POST /v1/messages/count_tokens`.
-pub async fn count_tokens(app: &HttpApp, session: &mut ServerSession) -> bool {
+pub async fn count_tokens(
+    app: &HttpApp,
+    session: &mut ServerSession,
+    key: Option<Principal>,
+) -> bool {
     let mut render = anthropic::CountTokensRender;
     let Some(body) = read_body(app, session, ApiError::anthropic_body).await else {
         return false;
@@ -80,6 +86,7 @@ pub async fn count_tokens(app: &HttpApp, session: &mut ServerSession) -> bool {
         stream: false,
         generate: request.generate,
         keep_alive: None,
+        key,
     };
     generate::run(&app.dispatcher, session, job, &mut render, &app.drain).await
 }

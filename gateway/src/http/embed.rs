@@ -8,6 +8,7 @@ use pingora::protocols::http::ServerSession;
 
 use super::generate::{Interrupt, interrupted};
 use super::respond;
+use crate::auth::Principal;
 use crate::context::RequestContext;
 use crate::dispatch::Dispatcher;
 use crate::drain::Drain;
@@ -19,6 +20,7 @@ pub async fn serve(
     session: &mut ServerSession,
     request: EmbeddingsRequest,
     drain: &Drain,
+    key: Option<Principal>,
 ) -> bool {
     let id = format!("embd-{}", uuid::Uuid::new_v4().simple());
     let ctx = match RequestContext::from_headers(
@@ -29,7 +31,7 @@ pub async fn serve(
     ) {
         Ok(mut ctx) => {
             ctx.keep_alive = request.keep_alive;
-            Arc::new(ctx)
+            Arc::new(ctx.with_key(key))
         }
         Err(err) => return respond::error(session, &err).await,
     };

@@ -19,6 +19,7 @@ use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 
 use super::respond;
+use crate::auth::Principal;
 use crate::context::{RequestContext, prefix_key_of};
 use crate::dispatch::{Dispatcher, Generation};
 use crate::drain::Drain;
@@ -37,6 +38,8 @@ pub struct Job {
     pub stream: bool,
     pub generate: pb::GenerateRequest,
     pub keep_alive: Option<KeepAlive>,
+    /// The API key it came with (when keys are on).
+    pub key: Option<Principal>,
 }
 
 /// Serves one OpenAI chat or text completion. Returns whether the
@@ -46,6 +49,7 @@ pub async fn serve(
     session: &mut ServerSession,
     request: GenerationRequest,
     drain: &Drain,
+    key: Option<Principal>,
 ) -> bool {
     let mut render = OpenAiRender::new(
         request.endpoint,
@@ -58,6 +62,7 @@ pub async fn serve(
         stream: request.stream,
         generate: request.generate,
         keep_alive: request.keep_alive,
+        key,
     };
     run(dispatcher, session, job, &mut render, drain).await
 }
@@ -87,7 +92,7 @@ pub async fn run(
         Ok(mut ctx) => {
             ctx.prefix_key = prefix_key_of(&generate, dispatcher.prefix_key_bytes());
             ctx.keep_alive = job.keep_alive;
-            Arc::new(ctx)
+            Arc::new(ctx.with_key(job.key))
         }
         Err(err) => return error(session, render, &err, &[]).await,
     };
@@ -237,7 +242,10 @@ async fn collect(
                 error(session, render, &ApiError::ShuttingDown, &[]).await;
                 return false;
             }
-            Next::Finished(finished) => break finished,
+            Next::Finished(finished) => {
+                generation.account(&finished);
+                break finished;
+            }
             Next::Text(delta) => text.push_str(&delta),
             Next::WorkerGone(err) if rerun.is_some() => {
                 let Some((dispatcher, ctx, request)) = rerun.take() else {
@@ -247,9 +255,10 @@ async fn collect(
                 generation
                     .lease
                     .set_outcome(crate::scheduler::Outcome::WorkerGone);
+                let permit = generation.permit.take();
                 drop(generation);
                 let dispatched = tokio::select! {
-                    dispatched = dispatcher.generate(ctx, request) => dispatched,
+                    dispatched = dispatcher.generate_again(ctx, request, permit) => dispatched,
                     _ = interrupted(session, drain) => return false,
                 };
                 match dispatched {
@@ -344,6 +353,7 @@ async fn stream(
                 return false;
             }
             Next::Finished(finished) => {
+                generation.account(&finished);
                 release(generation);
                 render.stream_end(&finished, &mut out);
                 if let Some(finish) = render.finish() {

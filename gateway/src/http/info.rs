@@ -9,6 +9,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{Value, json};
 
 use super::respond;
+use crate::auth::Principal;
 use crate::dispatch::Dispatcher;
 use crate::error::ApiError;
 use crate::openai::response::{ModelObject, model_list};
@@ -33,11 +34,18 @@ pub async fn ready(session: &mut ServerSession, roster: &Roster) -> bool {
     respond::json(session, code, body.to_string().into_bytes()).await
 }
 
-pub async fn models(session: &mut ServerSession, roster: &Roster) -> bool {
+/// The models the pool serves; with API keys, those the key may use.
+pub async fn models(
+    session: &mut ServerSession,
+    roster: &Roster,
+    key: Option<&Principal>,
+    default_registry: &str,
+) -> bool {
     let list = roster
         .snapshot()
         .models()
         .iter()
+        .filter(|(name, _)| key.is_none_or(|k| k.may_use(name, default_registry)))
         .map(|(id, created)| ModelObject::new(id.clone(), *created))
         .collect();
     respond::json(session, StatusCode::OK, model_list(list)).await
@@ -48,7 +56,11 @@ pub async fn model(
     roster: &Roster,
     default_registry: &str,
     id: &str,
+    key: Option<&Principal>,
 ) -> bool {
+    if key.is_some_and(|k| !k.may_use(id, default_registry)) {
+        return respond::error(session, &ApiError::ModelNotFound(id.to_owned())).await;
+    }
     let snapshot = roster.snapshot();
     let name = snapshot
         .resolve(id, default_registry)

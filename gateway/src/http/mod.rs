@@ -113,6 +113,23 @@ impl HttpApp {
                     && session.is_body_done();
             }
         };
+        // API keys: who is calling, and may they call this route.
+        let key = match self.dispatcher.auth().check(&route, &header.headers) {
+            Ok(key) => key,
+            Err(err) => {
+                body::discard_rest(session, self.max_body_bytes).await;
+                if !session.is_body_done() {
+                    session.set_keepalive(None);
+                }
+                let challenge = [("www-authenticate", "Bearer".to_owned())];
+                let extra: &respond::Extra = if err.status() == StatusCode::UNAUTHORIZED {
+                    &challenge
+                } else {
+                    &[]
+                };
+                return respond::error_with(session, &err, extra).await && session.is_body_done();
+            }
+        };
         let roster = self.dispatcher.roster();
         match route {
             Route::Root => {
@@ -128,19 +145,24 @@ impl HttpApp {
                 respond::json(session, StatusCode::OK, br#"{"status":"ok"}"#.to_vec()).await
             }
             Route::Ready => info::ready(session, roster).await,
-            Route::Models => info::models(session, roster).await,
+            Route::Models => {
+                let registry = self.dispatcher.default_registry();
+                info::models(session, roster, key.as_ref(), registry).await
+            }
             Route::Model(id) => {
-                info::model(session, roster, self.dispatcher.default_registry(), &id).await
+                let registry = self.dispatcher.default_registry();
+                info::model(session, roster, registry, &id, key.as_ref()).await
             }
             Route::Status => info::status(session, &self.dispatcher).await,
             Route::Store(store_route) => {
-                store::serve(&self.dispatcher, session, store_route, self.max_body_bytes).await
+                let max = self.max_body_bytes;
+                store::serve(&self.dispatcher, session, store_route, max, key.as_ref()).await
             }
-            Route::Messages => apis::messages(self, session).await,
-            Route::CountTokens => apis::count_tokens(self, session).await,
-            Route::Ollama(ollama_route) => ollama::serve(self, session, ollama_route).await,
+            Route::Messages => apis::messages(self, session, key).await,
+            Route::CountTokens => apis::count_tokens(self, session, key).await,
+            Route::Ollama(ollama_route) => ollama::serve(self, session, ollama_route, key).await,
             Route::Responses(responses_route) => {
-                responses::serve(self, session, responses_route).await
+                responses::serve(self, session, responses_route, key).await
             }
             Route::Running => engines::running(session, &self.dispatcher).await,
             Route::DiskUsage => engines::disk_usage(session, &self.dispatcher).await,
@@ -172,7 +194,8 @@ impl HttpApp {
                     Route::Embeddings => {
                         return match openai::embeddings::parse_embeddings(&body) {
                             Ok(request) => {
-                                embed::serve(&self.dispatcher, session, request, &self.drain).await
+                                embed::serve(&self.dispatcher, session, request, &self.drain, key)
+                                    .await
                             }
                             Err(err) => respond::error(session, &err).await,
                         };
@@ -182,7 +205,7 @@ impl HttpApp {
                 };
                 match parsed {
                     Ok(request) => {
-                        generate::serve(&self.dispatcher, session, request, &self.drain).await
+                        generate::serve(&self.dispatcher, session, request, &self.drain, key).await
                     }
                     Err(err) => respond::error(session, &err).await,
                 }

@@ -17,6 +17,7 @@ use super::apis::read_body;
 use super::generate::{self, Interrupt, Job, interrupted};
 use super::routes::OllamaRoute;
 use super::{HttpApp, body, respond};
+use crate::auth::Principal;
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::ollama::{self, OllamaEndpoint, OllamaRender, models};
@@ -25,7 +26,12 @@ use crate::scheduler::KeepAlive;
 /// Longest wait for a store call (delete).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub async fn serve(app: &HttpApp, session: &mut ServerSession, route: OllamaRoute) -> bool {
+pub async fn serve(
+    app: &HttpApp,
+    session: &mut ServerSession,
+    route: OllamaRoute,
+    key: Option<Principal>,
+) -> bool {
     match route {
         OllamaRoute::Version => {
             body::discard_rest(session, app.max_body_bytes).await;
@@ -40,9 +46,9 @@ pub async fn serve(app: &HttpApp, session: &mut ServerSession, route: OllamaRout
             ps(app, session).await
         }
         OllamaRoute::Show => show(app, session).await,
-        OllamaRoute::Chat => generation(app, session, OllamaEndpoint::Chat).await,
-        OllamaRoute::Generate => generation(app, session, OllamaEndpoint::Generate).await,
-        OllamaRoute::Embed => embed(app, session).await,
+        OllamaRoute::Chat => generation(app, session, OllamaEndpoint::Chat, key).await,
+        OllamaRoute::Generate => generation(app, session, OllamaEndpoint::Generate, key).await,
+        OllamaRoute::Embed => embed(app, session, key).await,
         OllamaRoute::Pull => pull(app, session).await,
         OllamaRoute::Delete => delete(app, session).await,
     }
@@ -138,7 +144,12 @@ async fn show(app: &HttpApp, session: &mut ServerSession) -> bool {
 }
 
 /// `POST /api/chat`, `POST /api/generate`.
-async fn generation(app: &HttpApp, session: &mut ServerSession, endpoint: OllamaEndpoint) -> bool {
+async fn generation(
+    app: &HttpApp,
+    session: &mut ServerSession,
+    endpoint: OllamaEndpoint,
+    key: Option<Principal>,
+) -> bool {
     let Some(body) = read_body(app, session, ApiError::ollama_body).await else {
         return false;
     };
@@ -174,12 +185,13 @@ async fn generation(app: &HttpApp, session: &mut ServerSession, endpoint: Ollama
         stream: request.stream,
         generate: request.generate,
         keep_alive: request.keep_alive,
+        key,
     };
     generate::run(&app.dispatcher, session, job, &mut render, &app.drain).await
 }
 
 /// `POST /api/embed`.
-async fn embed(app: &HttpApp, session: &mut ServerSession) -> bool {
+async fn embed(app: &HttpApp, session: &mut ServerSession, key: Option<Principal>) -> bool {
     let Some(body) = read_body(app, session, ApiError::ollama_body).await else {
         return false;
     };
@@ -196,7 +208,7 @@ async fn embed(app: &HttpApp, session: &mut ServerSession) -> bool {
     ) {
         Ok(mut ctx) => {
             ctx.keep_alive = request.keep_alive;
-            Arc::new(ctx)
+            Arc::new(ctx.with_key(key))
         }
         Err(err) => return refuse(session, &err).await,
     };

@@ -13,12 +13,18 @@ use super::apis::read_body;
 use super::generate::{self, Job};
 use super::routes::{ResponsesRoute, percent_decode};
 use super::{HttpApp, body, respond};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::responses::{self, ResponsesRender};
 
-pub async fn serve(app: &HttpApp, session: &mut ServerSession, route: ResponsesRoute) -> bool {
+pub async fn serve(
+    app: &HttpApp,
+    session: &mut ServerSession,
+    route: ResponsesRoute,
+    key: Option<Principal>,
+) -> bool {
     let id = match route {
-        ResponsesRoute::Create => return create(app, session).await,
+        ResponsesRoute::Create => return create(app, session, key).await,
         ResponsesRoute::Get(ref id)
         | ResponsesRoute::Delete(ref id)
         | ResponsesRoute::InputItems(ref id) => id.clone(),
@@ -97,7 +103,7 @@ fn input_items(mut items: Vec<Value>, query: &str) -> Value {
 }
 
 /// `POST /v1/responses`.
-async fn create(app: &HttpApp, session: &mut ServerSession) -> bool {
+async fn create(app: &HttpApp, session: &mut ServerSession, key: Option<Principal>) -> bool {
     let Some(body) = read_body(app, session, ApiError::body).await else {
         return false;
     };
@@ -141,6 +147,7 @@ async fn create(app: &HttpApp, session: &mut ServerSession) -> bool {
         stream: request.stream,
         generate,
         keep_alive: request.keep_alive,
+        key,
     };
     generate::run(&app.dispatcher, session, job, &mut render, &app.drain).await
 }

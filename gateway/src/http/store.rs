@@ -17,6 +17,7 @@ use tonic::Streaming;
 use super::body::{self, BodyError};
 use super::respond;
 use super::routes::StoreRoute;
+use crate::auth::Principal;
 use crate::dispatch::Dispatcher;
 use crate::error::ApiError;
 
@@ -28,6 +29,7 @@ pub async fn serve(
     session: &mut ServerSession,
     route: StoreRoute,
     max_body_bytes: usize,
+    key: Option<&Principal>,
 ) -> bool {
     let query = Query::parse(session.req_header().uri.query().unwrap_or(""));
     let json_lines = session
@@ -54,6 +56,14 @@ pub async fn serve(
             None
         }
     };
+    // With API keys, models outside the key's allow-list do not exist.
+    let registry = dispatcher.default_registry();
+    let allowed = |name: &str| key.is_none_or(|k| k.may_use(name, registry));
+    if let StoreRoute::Get(name) = &route
+        && !allowed(name)
+    {
+        return respond::error(session, &ApiError::ModelNotFound(name.clone())).await;
+    }
     let Some(mut client) = dispatcher.roster().store_worker() else {
         return respond::error(session, &ApiError::NoCapacity("the model store".into())).await;
     };
@@ -61,7 +71,12 @@ pub async fn serve(
         StoreRoute::List => call(client.list_models(pb::ListModelsRequest {}))
             .await
             .map(|r| {
-                let models: Vec<Value> = r.models.iter().map(model_json).collect();
+                let models: Vec<Value> = r
+                    .models
+                    .iter()
+                    .filter(|m| m.tags.iter().any(|t| allowed(t)))
+                    .map(model_json)
+                    .collect();
                 (StatusCode::OK, json!(models))
             }),
         StoreRoute::Get(name) => call(client.get_model(pb::GetModelRequest { reference: name }))

@@ -16,7 +16,7 @@ use herd_proto::v1::worker_client::WorkerClient;
 use herd_state::{Members, Membership, WorkerRecord};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::snapshot::{NameIndex, Snapshot, WorkerView};
 
@@ -49,6 +49,8 @@ pub struct Roster {
     current: ArcSwap<Snapshot>,
     events: OnceLock<Arc<dyn WorkerEvents>>,
     watchers: parking_lot::Mutex<HashMap<Arc<str>, Watcher>>,
+    /// How `https://` workers are reached.
+    tls: Option<ClientTlsConfig>,
 }
 
 /// What `/readyz` reports.
@@ -82,7 +84,17 @@ impl Roster {
             current: ArcSwap::from_pointee(Snapshot::default()),
             events: OnceLock::new(),
             watchers: parking_lot::Mutex::default(),
+            tls: None,
         }
+    }
+
+    /// Reaches `https://` workers with this TLS setup (the CA that signs
+    /// workers' certificates, and this gateway's client certificate for
+    /// workers that require one).
+    #[must_use]
+    pub fn with_tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The current view; cheap, lock-free.
@@ -232,7 +244,7 @@ impl Roster {
             let view = Arc::new(WorkerView {
                 id: id.clone(),
                 endpoint: record.endpoint.clone(),
-                client: connect(&record.endpoint),
+                client: connect(&record.endpoint, self.tls.as_ref()),
                 healthy: false,
                 draining: record.draining,
                 status: None,
@@ -402,9 +414,15 @@ fn without(snapshot: &Arc<Snapshot>, id: &str) -> Snapshot {
 }
 
 /// A lazily connecting client; `None` if the endpoint is not a valid URI.
-fn connect(endpoint: &str) -> Option<WorkerClient<Channel>> {
-    let endpoint = Endpoint::from_shared(endpoint.to_owned())
-        .ok()?
+fn connect(endpoint: &str, tls: Option<&ClientTlsConfig>) -> Option<WorkerClient<Channel>> {
+    let mut endpoint = Endpoint::from_shared(endpoint.to_owned()).ok()?;
+    if let Some(tls) = tls.filter(|_| endpoint.uri().scheme_str() == Some("https")) {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .inspect_err(|error| tracing::warn!(%error, "cannot set up TLS to a worker"))
+            .ok()?;
+    }
+    let endpoint = endpoint
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
