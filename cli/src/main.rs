@@ -28,6 +28,15 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     remote: client::Remote,
+    /// Log lines as `text` (for people) or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "HERD_LOG_FORMAT"
+    )]
+    log_format: herd_gateway::logs::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,7 +48,7 @@ enum Command {
     Gateway(herd_gateway::cli::GatewayArgs),
     /// Run a worker (as `herd-worker`): models behind gRPC, registered in
     /// a cluster's etcd with --etcd.
-    Worker(herd_worker::cli::WorkerArgs),
+    Worker(Box<herd_worker::cli::WorkerArgs>),
     /// Package a GGUF file as a Docker model artifact in the local store.
     Package(package::PackageArgs),
     /// Pull a model into the pool (a worker's store).
@@ -107,14 +116,8 @@ async fn remote(command: Command, remote: client::Remote) -> anyhow::Result<i32>
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,llama-cpp-2=warn,pingora_core=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    herd_gateway::logs::init(cli.log_format, "info,llama-cpp-2=warn,pingora_core=warn");
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("herd")
@@ -130,7 +133,7 @@ fn main() {
                     }
                 }),
                 Command::Gateway(args) => runtime.block_on(herd_gateway::cli::run(args)),
-                Command::Worker(args) => runtime.block_on(herd_worker::cli::run(args)),
+                Command::Worker(args) => runtime.block_on(herd_worker::cli::run(*args)),
                 Command::Package(args) => runtime.block_on(package::run(args)).map(|()| 0),
                 Command::Completion { shell } => {
                     clap_complete::generate(

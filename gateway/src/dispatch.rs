@@ -21,6 +21,7 @@ use tonic::Streaming;
 
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::metrics::{GatewayMetrics, Requeue, UNKNOWN_MODEL};
 use crate::scheduler::{Lease, Outcome, Resolved, Scheduler};
 
 /// How many times one request is put back after busy or unloaded
@@ -50,6 +51,7 @@ pub struct Dispatcher {
     default_registry: String,
     worker_header: bool,
     prefix_key_bytes: usize,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Dispatcher {
@@ -58,13 +60,28 @@ impl Dispatcher {
         default_registry: String,
         worker_header: bool,
         prefix_key_bytes: usize,
+        metrics: Arc<GatewayMetrics>,
     ) -> Self {
         Self {
             scheduler,
             default_registry,
             worker_header,
             prefix_key_bytes,
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<GatewayMetrics> {
+        &self.metrics
+    }
+
+    /// The model label of a request for `requested`: its name in the
+    /// pool's index, or `unknown` (never the client's text as such).
+    pub fn model_label(&self, requested: &str) -> String {
+        self.roster()
+            .snapshot()
+            .resolve(requested, &self.default_registry)
+            .map_or_else(|| UNKNOWN_MODEL.to_owned(), |(name, _)| name)
     }
 
     pub fn default_registry(&self) -> &str {
@@ -164,9 +181,15 @@ impl Dispatcher {
         let mut requeues = 0;
         let mut moved_on = false;
         loop {
-            let mut lease = self.scheduler.admit(ctx, model, place).await?;
+            let mut lease = match self.scheduler.admit(ctx, model, place).await {
+                Ok(lease) => lease,
+                Err(err) => return Err(self.refused(err)),
+            };
             let status = match call(lease.client.clone(), lease.grant.name.clone()).await {
-                Ok(value) => return Ok((value, lease)),
+                Ok(value) => {
+                    self.metrics.queue_waited(&lease.grant.name, lease.waited);
+                    return Ok((value, lease));
+                }
                 Err(status) => status,
             };
             let failure = WorkerFailure::from_status(&status);
@@ -189,12 +212,44 @@ impl Dispatcher {
                     return Err(ApiError::from_worker(&failure, &ctx.model));
                 }
             };
+            self.metrics.requeued(match outcome {
+                Outcome::Busy => Requeue::Busy,
+                Outcome::ReplicaGone => Requeue::ReplicaGone,
+                _ => Requeue::WorkerGone,
+            });
             requeues += 1;
             if requeues > MAX_REQUEUES {
-                return Err(ApiError::NoCapacity(ctx.model.clone()));
+                return Err(self.refused(ApiError::NoCapacity(ctx.model.clone())));
             }
             lease.set_outcome(outcome);
             place = Some(lease.place());
         }
+    }
+}
+
+/// The reasons a refusal (429, 503) is counted under.
+const REFUSAL_REASONS: &[&str] = &[
+    "queue_full",
+    "queue_timeout",
+    "no_capacity",
+    "shutting_down",
+    "model_too_large",
+    "load_failed",
+];
+
+impl Dispatcher {
+    /// Counts a refusal by its status and reason, and passes it on.
+    fn refused(&self, err: ApiError) -> ApiError {
+        let status = err.status().as_u16();
+        if status == 429 || status == 503 {
+            let code = err.code().unwrap_or_default();
+            let reason = REFUSAL_REASONS
+                .iter()
+                .find(|r| **r == code)
+                .copied()
+                .unwrap_or("other");
+            self.metrics.refused(status, reason);
+        }
+        err
     }
 }

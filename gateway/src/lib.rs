@@ -17,6 +17,8 @@ pub mod dispatch;
 pub mod drain;
 pub mod error;
 pub mod http;
+pub mod logs;
+pub mod metrics;
 pub mod openai;
 pub mod routing;
 pub mod scheduler;

@@ -18,6 +18,7 @@ use crate::config::GatewayConfig;
 use crate::dispatch::Dispatcher;
 use crate::drain::DrainReport;
 use crate::http::HttpApp;
+use crate::metrics::GatewayMetrics;
 use crate::scheduler::Scheduler;
 use crate::workers::Roster;
 
@@ -29,6 +30,7 @@ pub struct Gateway {
     roster: Arc<Roster>,
     store: Arc<dyn StateStore>,
     config: GatewayConfig,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Gateway {
@@ -45,7 +47,14 @@ impl Gateway {
             roster: Arc::new(Roster::new()),
             store,
             config,
+            metrics: Arc::new(GatewayMetrics::new()),
         })
+    }
+
+    /// Its metrics (served on `GET /metrics`); `herd serve` adds its
+    /// worker's to the same exposition with [`GatewayMetrics::add_extra`].
+    pub fn metrics(&self) -> Arc<GatewayMetrics> {
+        self.metrics.clone()
     }
 
     /// This gateway's id in the cluster: configured, or `<hostname>:<port>`.
@@ -102,7 +111,12 @@ impl Gateway {
             tracing::debug!(error = %e, "the gateway's record is not written yet; retrying in the background");
         }
         let claims = Claims::new(self.store.clone(), keys, session.clone(), id.clone());
-        let scheduler = Scheduler::new(&self.config, self.roster.clone(), Some(claims));
+        let scheduler = Scheduler::new(
+            &self.config,
+            self.roster.clone(),
+            Some(claims),
+            self.metrics.clone(),
+        );
         let follower = self
             .roster
             .start(scheduler.clone(), membership, shutdown.clone())
@@ -113,6 +127,7 @@ impl Gateway {
             self.config.default_registry.clone(),
             self.config.scheduler.worker_header,
             self.config.scheduler.prefix_key_bytes,
+            self.metrics.clone(),
         );
         let app = HttpApp::new(dispatcher, self.config.max_body_bytes, self.config.http2)
             .with_head_timeout(self.config.header_timeout());

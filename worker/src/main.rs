@@ -3,18 +3,28 @@
 
 use clap::Parser;
 use herd_worker::cli::{WorkerArgs, run};
+use herd_worker::logging::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herd-worker",
+    version,
+    about = "Herd worker: runs GGUF models with llama.cpp behind a gRPC service"
+)]
+struct Main {
+    #[command(flatten)]
+    args: WorkerArgs,
+    /// Log lines as `text` (for people) or `json` (one object per line).
+    #[arg(long, value_enum, default_value = "text", env = "HERD_LOG_FORMAT")]
+    log_format: LogFormat,
+}
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,llama-cpp-2=warn".into()),
-        )
-        .init();
-    let args = WorkerArgs::parse();
+    let main = Main::parse();
+    logging::init(main.log_format, "info,llama-cpp-2=warn");
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run(args)));
+        .and_then(|runtime| runtime.block_on(run(main.args)));
     let status = match result {
         Ok(status) => status,
         Err(error) => {

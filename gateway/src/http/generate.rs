@@ -17,11 +17,13 @@ use herd_proto::v1::generate_event::Event;
 use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 
+use super::access::Access;
 use super::respond;
 use crate::context::{RequestContext, prefix_key_of};
 use crate::dispatch::{Dispatcher, Generation};
 use crate::drain::Drain;
 use crate::error::ApiError;
+use crate::metrics::{Departure, Requeue};
 use crate::openai::response::{self, ChunkKind, ResponseMeta, Usage};
 use crate::openai::{Endpoint, GenerationRequest, sse};
 
@@ -32,6 +34,7 @@ pub async fn serve(
     session: &mut ServerSession,
     request: GenerationRequest,
     drain: &Drain,
+    access: &mut Access,
 ) -> bool {
     let meta = ResponseMeta {
         id: new_id(request.endpoint),
@@ -56,12 +59,17 @@ pub async fn serve(
         }
         Err(err) => return respond::error(session, &err).await,
     };
+    access.tenant = Some(ctx.tenant.clone());
     // Kept to run again if the worker dies before the answer is sent.
     let retry = (!request.stream).then(|| generate.clone());
     let dispatched = tokio::select! {
         dispatched = dispatcher.generate(&ctx, generate) => dispatched,
         interrupt = interrupted(session, drain) => {
             tracing::debug!(request_id = %meta.id, ?interrupt, "interrupted while queued");
+            access.model = Some(dispatcher.model_label(&ctx.model));
+            if interrupt == Interrupt::ClientGone {
+                dispatcher.metrics().client_left(Departure::Queued);
+            }
             if interrupt == Interrupt::Cut {
                 let err = ApiError::ShuttingDown.with_retry_after(std::time::Duration::from_secs(1));
                 respond::error(session, &err).await;
@@ -72,11 +80,15 @@ pub async fn serve(
     let generation = match dispatched {
         Ok(generation) => generation,
         Err(err) => {
+            access.model = Some(dispatcher.model_label(&ctx.model));
             let err = err.for_input(meta.endpoint.input_param());
             return respond::error(session, &err).await;
         }
     };
     let headers = dispatcher.response_headers(&generation.lease);
+    access.generating(dispatcher.metrics(), generation.lease.grant.name.clone());
+    access.worker = Some(generation.lease.grant.worker.clone());
+    access.queue = Some(generation.lease.waited);
     tracing::debug!(
         request_id = %meta.id,
         worker = %generation.lease.grant.worker,
@@ -86,18 +98,24 @@ pub async fn serve(
         "dispatched"
     );
     if request.stream {
-        stream(
+        let out = Out {
             session,
-            &meta,
-            generation,
-            request.include_usage,
-            &headers,
+            meta: &meta,
             drain,
-        )
-        .await
+            dispatcher,
+            access,
+        };
+        stream(out, generation, request.include_usage, &headers).await
     } else {
-        let rerun = retry.map(|request| (dispatcher, &ctx, request));
-        collect(session, &meta, generation, &headers, drain, rerun).await
+        let rerun = retry.map(|request| (&ctx, request));
+        let out = Out {
+            session,
+            meta: &meta,
+            drain,
+            dispatcher,
+            access,
+        };
+        collect(out, generation, &headers, rerun).await
     }
 }
 
@@ -116,6 +134,15 @@ fn release(generation: Generation) {
         let drain = async { while let Ok(Some(_)) = events.message().await {} };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
     });
+}
+
+/// Where an answer goes, and what is learned on the way.
+struct Out<'a> {
+    session: &'a mut ServerSession,
+    meta: &'a ResponseMeta,
+    drain: &'a Drain,
+    dispatcher: &'a Dispatcher,
+    access: &'a mut Access,
 }
 
 /// What happened next on a running generation.
@@ -177,28 +204,44 @@ fn event(message: pb::GenerateEvent) -> Next {
 /// that goes away mid-generation is replaced once: the request runs again
 /// from the start on another worker.
 async fn collect(
-    session: &mut ServerSession,
-    meta: &ResponseMeta,
+    out: Out<'_>,
     mut generation: Generation,
     headers: &respond::Extra,
-    drain: &Drain,
-    mut rerun: Option<(&Dispatcher, &Arc<RequestContext>, pb::GenerateRequest)>,
+    mut rerun: Option<(&Arc<RequestContext>, pb::GenerateRequest)>,
 ) -> bool {
+    let Out {
+        session,
+        meta,
+        drain,
+        dispatcher,
+        access,
+    } = out;
     let mut text = String::new();
     let mut headers = std::borrow::Cow::Borrowed(headers);
     let finished = loop {
         match next_event(session, &mut generation, meta, drain).await {
-            Next::ClientGone => return false,
+            Next::ClientGone => {
+                dispatcher.metrics().client_left(Departure::Generating);
+                return false;
+            }
             Next::Cut => {
                 respond::error(session, &ApiError::ShuttingDown).await;
                 return false;
             }
             Next::Finished(finished) => break finished,
-            Next::Text(delta) => text.push_str(&delta),
+            Next::Text(delta) => {
+                if !delta.is_empty() {
+                    access.token();
+                }
+                text.push_str(&delta);
+            }
             Next::WorkerGone(err) if rerun.is_some() => {
-                let Some((dispatcher, ctx, request)) = rerun.take() else {
+                let Some((ctx, request)) = rerun.take() else {
                     continue;
                 };
+                dispatcher
+                    .metrics()
+                    .requeued(Requeue::WorkerGoneMidGeneration);
                 tracing::warn!(request_id = %meta.id, worker = %generation.lease.grant.worker, error = %err, "worker gone mid-generation; running the request again elsewhere");
                 generation
                     .lease
@@ -212,6 +255,7 @@ async fn collect(
                     Ok(again) => {
                         headers =
                             std::borrow::Cow::Owned(dispatcher.response_headers(&again.lease));
+                        access.worker = Some(again.lease.grant.worker.clone());
                         generation = again;
                         text.clear();
                     }
@@ -227,6 +271,12 @@ async fn collect(
         }
     };
     release(generation);
+    access.finished(
+        dispatcher.metrics(),
+        finished.prompt_tokens,
+        finished.completion_tokens,
+        finished.cached_prompt_tokens,
+    );
     let body = response::completion(
         meta,
         &text,
@@ -253,13 +303,18 @@ async fn collect(
 /// written together (one write, one flush), so a busy gateway does not pay a
 /// syscall per token; nothing ever waits to be batched.
 async fn stream(
-    session: &mut ServerSession,
-    meta: &ResponseMeta,
+    out: Out<'_>,
     mut generation: Generation,
     include_usage: bool,
     headers: &respond::Extra,
-    drain: &Drain,
 ) -> bool {
+    let Out {
+        session,
+        meta,
+        drain,
+        dispatcher,
+        access,
+    } = out;
     if !respond::start_events(session, headers).await {
         return false;
     }
@@ -290,7 +345,10 @@ async fn stream(
             }
         };
         match next {
-            Next::ClientGone => return false,
+            Next::ClientGone => {
+                dispatcher.metrics().client_left(Departure::Generating);
+                return false;
+            }
             Next::Cut => {
                 // Headers are out: say why in-band, and end the stream
                 // properly so the client is not left with a broken one.
@@ -304,6 +362,7 @@ async fn stream(
             }
             Next::Text(delta) => {
                 if !delta.is_empty() {
+                    access.token();
                     out.put(sse::event(&response::chunk(
                         meta,
                         ChunkKind::Text(&delta),
@@ -322,6 +381,12 @@ async fn stream(
             }
             Next::Finished(finished) => {
                 release(generation);
+                access.finished(
+                    dispatcher.metrics(),
+                    finished.prompt_tokens,
+                    finished.completion_tokens,
+                    finished.cached_prompt_tokens,
+                );
                 let reason = finish_reason(&finished);
                 if !finished.tool_calls.is_empty() {
                     out.put(sse::event(&response::chunk(

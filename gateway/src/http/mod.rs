@@ -2,12 +2,14 @@
 //! request (parse → dispatch → stream back) and answers every failure in
 //! OpenAI's error shape.
 
+mod access;
 mod body;
 mod connection;
 mod embed;
 mod engines;
 mod generate;
 mod info;
+mod observe;
 mod respond;
 pub mod routes;
 mod store;
@@ -22,6 +24,7 @@ use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
+use self::access::Access;
 use self::body::BodyError;
 use self::connection::Head;
 use self::routes::Route;
@@ -73,13 +76,28 @@ impl HttpApp {
         let _guard = self.drain.enter();
         let request_id = respond::assign_request_id(session);
         let span = tracing::info_span!("request", request_id = %request_id);
-        self.route(session).instrument(span).await
+        let mut access = Access::new();
+        let reusable = self
+            .route(session, &mut access)
+            .instrument(span.clone())
+            .await;
+        let status = session.response_written().map(|h| h.status.as_u16());
+        let _entered = span.enter();
+        access.done(
+            self.dispatcher.metrics(),
+            session.req_header().method.as_str(),
+            status,
+        );
+        reusable
     }
 
-    async fn route(&self, session: &mut ServerSession) -> bool {
+    async fn route(&self, session: &mut ServerSession, access: &mut Access) -> bool {
         let header = session.req_header();
         let route = match routes::route(&header.method, header.uri.path()) {
-            Ok(route) => route,
+            Ok(route) => {
+                access.route = route.name();
+                route
+            }
             Err(err) => {
                 // Take in a body nobody will read, so the client can read
                 // the answer (and the connection can be reused).
@@ -116,6 +134,8 @@ impl HttpApp {
             Route::Running => engines::running(session, &self.dispatcher).await,
             Route::DiskUsage => engines::disk_usage(session, &self.dispatcher).await,
             Route::EngineStatus => engines::status(session, &self.dispatcher).await,
+            Route::Metrics => observe::metrics(session, &self.dispatcher, &self.drain).await,
+            Route::Logs => observe::logs(session, &self.drain).await,
             Route::Unload => match body::read_limited(session, self.max_body_bytes).await {
                 Ok(body) => unload::serve(&self.dispatcher, session, &body).await,
                 Err(BodyError::Reject(err)) => {
@@ -143,7 +163,14 @@ impl HttpApp {
                     Route::Embeddings => {
                         return match openai::embeddings::parse_embeddings(&body) {
                             Ok(request) => {
-                                embed::serve(&self.dispatcher, session, request, &self.drain).await
+                                embed::serve(
+                                    &self.dispatcher,
+                                    session,
+                                    request,
+                                    &self.drain,
+                                    access,
+                                )
+                                .await
                             }
                             Err(err) => respond::error(session, &err).await,
                         };
@@ -153,7 +180,8 @@ impl HttpApp {
                 };
                 match parsed {
                     Ok(request) => {
-                        generate::serve(&self.dispatcher, session, request, &self.drain).await
+                        generate::serve(&self.dispatcher, session, request, &self.drain, access)
+                            .await
                     }
                     Err(err) => respond::error(session, &err).await,
                 }

@@ -3,6 +3,7 @@
 //! client went away) cancels the generation.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -16,11 +17,13 @@ use crate::engine::{
     Sampling, Tool, ToolCall, ToolChoice, ToolUse,
 };
 use crate::error::EngineError;
+use crate::metrics::WorkerMetrics;
 
 /// Admits `request` and returns its event stream.
 pub async fn start(
     engine: &dyn Engine,
     request: pb::GenerateRequest,
+    metrics: &Arc<WorkerMetrics>,
 ) -> Result<GenerationStream, Status> {
     let request = to_engine_request(request)?;
     let id = request.id.clone();
@@ -33,6 +36,8 @@ pub async fn start(
         events: rx,
         _cancel_on_drop: cancel.drop_guard(),
         done: false,
+        metrics: metrics.clone(),
+        model,
     })
 }
 
@@ -41,6 +46,9 @@ pub struct GenerationStream {
     events: mpsc::UnboundedReceiver<GenerationEvent>,
     _cancel_on_drop: DropGuard,
     done: bool,
+    metrics: Arc<WorkerMetrics>,
+    /// The model it runs on (loaded: a bounded metric label).
+    model: String,
 }
 
 impl Stream for GenerationStream {
@@ -62,6 +70,12 @@ impl Stream for GenerationStream {
             }),
             Some(GenerationEvent::Finished(f)) => {
                 self.done = true;
+                self.metrics.generated(
+                    &self.model,
+                    f.prompt_tokens,
+                    f.cached_prompt_tokens,
+                    f.completion_tokens,
+                );
                 Ok(pb::GenerateEvent {
                     event: Some(pb::generate_event::Event::Finished(pb::GenerateFinished {
                         reason: finish_reason(f.reason) as i32,

@@ -22,6 +22,7 @@ use crate::catalog::Catalog;
 use crate::config::ModelConfig;
 use crate::engine::Engine;
 use crate::error::CatalogError;
+use crate::metrics::WorkerMetrics;
 
 pub use drain::{Drain, DrainState};
 
@@ -56,6 +57,7 @@ pub struct WorkerService {
     drain: Arc<DrainState>,
     /// The status last pushed to watchers, shared by all of them.
     pushed: Arc<status::Pushed>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl std::fmt::Debug for WorkerService {
@@ -69,6 +71,7 @@ impl std::fmt::Debug for WorkerService {
 impl WorkerService {
     pub fn new(engine: Arc<dyn Engine>, worker_id: String) -> Self {
         Self {
+            metrics: Arc::new(WorkerMetrics::new(engine.clone())),
             engine,
             worker_id,
             catalog: None,
@@ -77,6 +80,11 @@ impl WorkerService {
             drain: Arc::default(),
             pushed: Arc::default(),
         }
+    }
+
+    /// Its metrics.
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        self.metrics.clone()
     }
 
     /// What the drain handle and the service share.
@@ -122,7 +130,8 @@ impl Worker for WorkerService {
         request: Request<GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
         self.drain.admit()?;
-        let stream = generate::start(self.engine.as_ref(), request.into_inner()).await?;
+        let stream =
+            generate::start(self.engine.as_ref(), request.into_inner(), &self.metrics).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -180,6 +189,7 @@ impl Worker for WorkerService {
             self.catalog()?.clone(),
             self.engine.clone(),
             request.into_inner(),
+            self.metrics.clone(),
         )?;
         Ok(Response::new(stream))
     }
