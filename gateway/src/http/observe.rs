@@ -64,6 +64,11 @@ pub async fn logs(session: &mut ServerSession, drain: &Drain) -> bool {
         let line = tokio::select! {
             line = new_lines.recv() => line,
             _ = interrupted(session, drain) => return false,
+            () = drain.stopping() => {
+                // The gateway stops: end the response properly.
+                let _ = session.write_response_body(out.freeze(), true).await;
+                return false;
+            }
         };
         match line {
             Ok(line) => {
