@@ -479,3 +479,103 @@ async fn wait_for(
     .await
     .unwrap_or_else(|_| panic!("no access line of {tenant} followed"));
 }
+
+#[tokio::test]
+async fn engines_ps_and_the_queue_gauges_show_a_request_waiting_behind_a_busy_slot() {
+    let herd = Herd::start(1).await;
+    // One long completion holds the only slot …
+    let busy = {
+        let url = format!("{}/v1/completions", herd.url);
+        let http = herd.http.clone();
+        tokio::spawn(async move {
+            let body = json!({
+                "model": MODEL,
+                "prompt": "Count from 1 to 500, separated by commas: 1, 2, 3, 4,",
+                "max_tokens": 300,
+                "temperature": 0,
+            });
+            let resp = http.post(url).json(&body).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+        })
+    };
+    herd.wait_until_generating(1).await;
+    // … and a high-priority one waits for it.
+    let queued = {
+        let url = format!("{}/v1/chat/completions", herd.url);
+        let http = herd.http.clone();
+        tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .header("x-herd-priority", "high")
+                .json(&chat("Hi", 2))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        })
+    };
+    let ps = poll_ps(&herd, |entry| entry["queued"] == 1).await;
+    assert_eq!(ps["model_name"], MODEL, "{ps}");
+    assert_eq!(ps["worker"], "local", "{ps}");
+    assert_eq!(ps["slots_total"], 1, "{ps}");
+    assert_eq!(ps["slots_busy"], 1, "{ps}");
+    assert_eq!(ps["in_use"], true, "{ps}");
+    assert_eq!(ps["keep_alive_secs"], 300, "{ps}");
+    assert!(ps["expires_at"].is_null(), "busy: not expiring: {ps}");
+    assert!(ps["last_used"].as_u64().is_some_and(|t| t > 0), "{ps}");
+
+    let text = scrape_text(&herd.http, &format!("{}/metrics", herd.url)).await;
+    let scrape = Scrape::parse(&text);
+    let depth = |priority: &str| {
+        scrape.get(&format!(
+            "herd_gateway_queue_depth{{model=\"{MODEL}\",priority=\"{priority}\"}}"
+        ))
+    };
+    assert_eq!(depth("high"), 1.0, "{text}");
+    assert_eq!(depth("normal") + depth("low"), 0.0, "{text}");
+    assert_eq!(
+        scrape.get(&format!("herd_gateway_running{{model=\"{MODEL}\"}}")),
+        1.0
+    );
+    assert_eq!(
+        scrape.get(&format!("herd_worker_slots_busy{{model=\"{MODEL}\"}}")),
+        1.0
+    );
+    // In flight besides the scrape itself: the busy one and the queued one.
+    assert_eq!(scrape.get("herd_gateway_in_flight"), 2.0, "{text}");
+
+    busy.await.unwrap();
+    queued.await.unwrap();
+    let ps = poll_ps(&herd, |entry| entry["slots_busy"] == 0).await;
+    assert_eq!(ps["queued"], 0, "{ps}");
+    assert_eq!(ps["in_use"], false, "{ps}");
+    let (last_used, expires_at) = (
+        ps["last_used"].as_u64().unwrap(),
+        ps["expires_at"].as_u64().unwrap(),
+    );
+    assert!(
+        (299..=301).contains(&(expires_at - last_used)),
+        "idle: expires keep_alive after its last use: {ps}"
+    );
+}
+
+/// Polls `/engines/ps` until its one entry satisfies `check`.
+async fn poll_ps(herd: &Herd, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = herd.get("/engines/ps").await;
+        assert_eq!(status, 200, "{body}");
+        if body
+            .as_array()
+            .and_then(|entries| entries.first())
+            .is_some_and(&check)
+        {
+            return body[0].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/engines/ps never showed it: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
