@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,9 +17,43 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Parsed exposition: series (`name{labels}`) → value.
+/// One series: name, labels, value.
+type Series = (String, Vec<(String, String)>, f64);
+
+/// Parsed exposition.
 #[derive(Debug)]
-struct Scrape(HashMap<String, f64>);
+struct Scrape(Vec<Series>);
+
+/// `name{k="v",…}` → the name and the label pairs.
+fn parse_series(series: &str) -> (String, Vec<(String, String)>) {
+    let Some((name, rest)) = series.split_once('{') else {
+        return (series.to_owned(), Vec::new());
+    };
+    let mut labels = Vec::new();
+    let mut rest = rest.trim_end_matches('}');
+    while let Some((key, tail)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = tail.char_indices();
+        let mut end = tail.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        value.push(escaped);
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        labels.push((key.trim_start_matches(',').to_owned(), value));
+        rest = &tail[end..];
+    }
+    (name.to_owned(), labels)
+}
 
 impl Scrape {
     fn parse(text: &str) -> Self {
@@ -29,19 +62,31 @@ impl Scrape {
                 .filter(|l| !l.starts_with('#') && !l.is_empty())
                 .map(|l| {
                     let (series, value) = l.rsplit_once(' ').unwrap();
-                    (series.to_owned(), value.parse().unwrap())
+                    let (name, labels) = parse_series(series);
+                    (name, labels, value.parse().unwrap())
                 })
                 .collect(),
         )
     }
 
-    /// A series' value; 0 when absent (a family not touched yet).
+    /// The sum of the series named so whose labels include those given
+    /// (`name{k="v"}`); 0 when there are none (a family not touched yet).
     fn get(&self, series: &str) -> f64 {
-        self.0.get(series).copied().unwrap_or(0.0)
+        let (name, wanted) = parse_series(series);
+        self.0
+            .iter()
+            .filter(|(n, labels, _)| *n == name && wanted.iter().all(|w| labels.contains(w)))
+            .map(|(_, _, value)| value)
+            .sum()
     }
 
     fn has_family(&self, name: &str) -> bool {
-        self.0.keys().any(|k| k.starts_with(name))
+        self.0.iter().any(|(n, _, _)| n == name)
+    }
+
+    /// Every series name.
+    fn names(&self) -> std::collections::BTreeSet<&str> {
+        self.0.iter().map(|(n, _, _)| n.as_str()).collect()
     }
 }
 
@@ -194,7 +239,7 @@ async fn metrics_move_by_what_a_known_sequence_of_requests_did() {
         )),
         0.0
     );
-    assert!(after.has_family("herd_gateway_queue_depth{"));
+    assert!(after.has_family("herd_gateway_queue_depth"));
 
     // The in-process worker, on the same exposition.
     assert_eq!(
@@ -577,5 +622,133 @@ async fn poll_ps(herd: &Herd, check: impl Fn(&Value) -> bool) -> Value {
             "/engines/ps never showed it: {body}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every `expr` (and variable query) in the dashboard's JSON.
+fn dashboard_queries(dashboard: &Value) -> Vec<String> {
+    let mut queries = Vec::new();
+    fn walk(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("expr" | "definition", Value::String(q)) => out.push(q.clone()),
+                        _ => walk(value, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    walk(dashboard, &mut queries);
+    queries
+}
+
+/// The `herd_…` metric names a query mentions.
+fn metric_names(query: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = query;
+    while let Some(at) = rest.find("herd_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_dashboard_query_names_a_metric_a_live_herd_exports() {
+    let herd = Herd::start(2).await;
+    let (status, body) = herd.post("/v1/chat/completions", &chat("Hi", 3)).await;
+    assert_eq!(status, 200, "{body}");
+    // Unload the model and load it again with the next request: the
+    // load and unload metrics move too.
+    let (status, body) = herd.post("/engines/unload", &json!({"all": true})).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while herd.get("/engines/ps").await.1 != json!([]) {
+        assert!(tokio::time::Instant::now() < deadline, "never unloaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = herd.post("/v1/chat/completions", &chat("Hi", 3)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let text = scrape_text(&herd.http, &format!("{}/metrics", herd.url)).await;
+    let scrape = Scrape::parse(&text);
+    let model = format!("model=\"{MODEL}\"");
+    for (series, want) in [
+        (format!("herd_gateway_model_unloads_total{{{model}}}"), 1.0),
+        (
+            format!("herd_gateway_model_loads_total{{{model},result=\"ok\"}}"),
+            1.0,
+        ),
+        (
+            format!("herd_gateway_model_load_duration_seconds_count{{{model}}}"),
+            1.0,
+        ),
+        (format!("herd_worker_model_unloads_total{{{model}}}"), 1.0),
+        (
+            "herd_worker_model_loads_total{result=\"ok\"}".to_owned(),
+            1.0,
+        ),
+        (
+            format!("herd_worker_model_load_duration_seconds_count{{{model}}}"),
+            1.0,
+        ),
+        (
+            "herd_worker_generations_total{outcome=\"completed\"}".to_owned(),
+            2.0,
+        ),
+    ] {
+        assert_eq!(scrape.get(&series), want, "{series}\n{text}");
+    }
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/herd.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "herd-overview");
+    let queries = dashboard_queries(&dashboard);
+    assert!(queries.len() >= 20, "{queries:#?}");
+    let exported = scrape.names();
+    let mut missing = Vec::new();
+    for query in &queries {
+        let names = metric_names(query);
+        assert!(!names.is_empty(), "a query without a Herd metric: {query}");
+        missing.extend(names.into_iter().filter(|n| !exported.contains(n.as_str())));
+    }
+    assert!(
+        missing.is_empty(),
+        "dashboard queries name metrics /metrics does not export: {missing:?}"
+    );
+    promtool_check_config(&root.join("deploy/prometheus/prometheus.yml"));
+}
+
+/// `promtool check config` on the example Prometheus config (skipped
+/// loudly without promtool, except in CI).
+fn promtool_check_config(path: &std::path::Path) {
+    match std::process::Command::new("promtool")
+        .args(["check", "config"])
+        .arg(path)
+        .output()
+    {
+        Ok(out) => assert!(out.status.success(), "{out:?}"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool is missing in CI"
+            );
+            eprintln!(
+                "\n**********\n* promtool NOT INSTALLED: {} was NOT checked\n**********\n",
+                path.display()
+            );
+        }
+        Err(e) => panic!("cannot run promtool: {e}"),
     }
 }

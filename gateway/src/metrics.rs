@@ -297,6 +297,28 @@ impl GatewayMetrics {
             "Model unloads ordered by this gateway (idle past keep-alive, evicted, or asked for)",
             unloads.clone(),
         );
+        // Known label values start at zero, so rates work from the start.
+        for cause in [
+            Requeue::Busy,
+            Requeue::ReplicaGone,
+            Requeue::WorkerGone,
+            Requeue::WorkerGoneMidGeneration,
+        ] {
+            let _ = requeues.get_or_create(&CauseLabel {
+                cause: cause.as_str(),
+            });
+        }
+        for stage in ["queued", "generating"] {
+            let _ = disconnects.get_or_create(&StageLabel { stage });
+        }
+        for (status, reason) in [
+            ("429", "queue_full"),
+            ("503", "queue_timeout"),
+            ("503", "no_capacity"),
+            ("503", "shutting_down"),
+        ] {
+            let _ = refusals.get_or_create(&RefusalLabels { status, reason });
+        }
         Self {
             registry,
             requests,

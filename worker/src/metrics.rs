@@ -2,13 +2,15 @@
 //! (`prometheus-client`). Served by `--metrics-listen` on a standalone
 //! worker, and on the gateway's `/metrics` in `herd serve`.
 //!
-//! Names are `herd_worker_<what>_<unit>`. The model label is the name a
-//! model is loaded under (only models the worker has loaded, so the set is
-//! bounded). Recorded at the service's steps: a generation's end (prefill,
+//! Names are `herd_worker_<what>_<unit>`. Every series carries `worker`
+//! (the worker's id: one scrape target may hold several, as `herd serve`'s
+//! does). The model label is the name a model is loaded under (only models
+//! the worker has loaded, so the set is bounded). Recorded at the service's steps: a generation's end (prefill,
 //! cached and decoded tokens), `LoadModel` (load and pull), `UnloadModel`;
 //! slots, loaded models, their memory and the generation counters are read
 //! from the engine when scraped.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,9 +65,13 @@ pub struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    /// Metrics of a worker over `engine` (read when scraped).
-    pub fn new(engine: Arc<dyn Engine>) -> Self {
-        let mut registry = Registry::default();
+    /// Metrics of the worker `worker_id` over `engine` (read when
+    /// scraped).
+    pub fn new(engine: Arc<dyn Engine>, worker_id: &str) -> Self {
+        let mut registry = Registry::with_labels(std::iter::once((
+            Cow::Borrowed("worker"),
+            Cow::Owned(worker_id.to_owned()),
+        )));
         let prefill_tokens = Family::default();
         registry.register(
             "herd_worker_prefill_tokens",
@@ -116,6 +122,11 @@ impl WorkerMetrics {
             pulled_bytes.clone(),
         );
         registry.register_collector(Box::new(EngineCollector { engine }));
+        // Known label values start at zero, so rates work from the start.
+        for result in ["ok", "failed"] {
+            let _ = loads.get_or_create(&ResultLabel { result });
+            let _ = pulls.get_or_create(&ResultLabel { result });
+        }
         Self {
             registry,
             prefill_tokens,

@@ -71,7 +71,7 @@ impl std::fmt::Debug for WorkerService {
 impl WorkerService {
     pub fn new(engine: Arc<dyn Engine>, worker_id: String) -> Self {
         Self {
-            metrics: Arc::new(WorkerMetrics::new(engine.clone())),
+            metrics: Arc::new(WorkerMetrics::new(engine.clone(), &worker_id)),
             engine,
             worker_id,
             catalog: None,
