@@ -117,40 +117,40 @@ async fn remote(command: Command, remote: client::Remote) -> anyhow::Result<i32>
 
 fn main() {
     let cli = Cli::parse();
-    herd_gateway::logs::init(cli.log_format, "info,llama-cpp-2=warn,pingora_core=warn");
-    let result = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("herd")
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| {
-            let result = match cli.command {
-                Command::Serve(args) => runtime.block_on(serve::run(args)).map(|drained| {
-                    if drained.complete() {
-                        0
-                    } else {
-                        herd_signals::DRAIN_CUT_EXIT_STATUS
-                    }
-                }),
-                Command::Gateway(args) => runtime.block_on(herd_gateway::cli::run(args)),
-                Command::Worker(args) => runtime.block_on(herd_worker::cli::run(*args)),
-                Command::Package(args) => runtime.block_on(package::run(args)).map(|()| 0),
-                Command::Completion { shell } => {
-                    clap_complete::generate(
-                        shell,
-                        &mut Cli::command(),
-                        "herd",
-                        &mut std::io::stdout(),
-                    );
-                    Ok(0)
+        .build();
+    {
+        // Inside the runtime: a trace exporter's channel lives on it.
+        let _entered = runtime.as_ref().ok().map(tokio::runtime::Runtime::enter);
+        herd_gateway::logs::init(cli.log_format, "info,llama-cpp-2=warn,pingora_core=warn");
+    }
+    let result = runtime.map_err(anyhow::Error::from).and_then(|runtime| {
+        let result = match cli.command {
+            Command::Serve(args) => runtime.block_on(serve::run(args)).map(|drained| {
+                if drained.complete() {
+                    0
+                } else {
+                    herd_signals::DRAIN_CUT_EXIT_STATUS
                 }
-                command => runtime.block_on(remote(command, cli.remote)),
-            };
-            // Do not wait on blocking work still running (a model load that
-            // began just before the shutdown): the process is ending.
-            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-            result
-        });
+            }),
+            Command::Gateway(args) => runtime.block_on(herd_gateway::cli::run(args)),
+            Command::Worker(args) => runtime.block_on(herd_worker::cli::run(*args)),
+            Command::Package(args) => runtime.block_on(package::run(args)).map(|()| 0),
+            Command::Completion { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "herd", &mut std::io::stdout());
+                Ok(0)
+            }
+            command => runtime.block_on(remote(command, cli.remote)),
+        };
+        // Spans still buffered go out while the runtime still runs.
+        herd_gateway::traces::shutdown();
+        // Do not wait on blocking work still running (a model load that
+        // began just before the shutdown): the process is ending.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        result
+    });
     let status = match result {
         Ok(status) => status,
         Err(error) => {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use herd_proto::error::{ErrorCode, FailureClass, WorkerFailure};
 use herd_proto::v1 as pb;
 use tonic::Streaming;
+use tracing::Instrument as _;
 
 use crate::context::RequestContext;
 use crate::error::ApiError;
@@ -131,6 +132,8 @@ impl Dispatcher {
             let mut request = request.clone();
             request.model = name;
             async move {
+                let mut request = tonic::Request::new(request);
+                crate::traces::inject(request.metadata_mut());
                 let mut events = client.generate(request).await?.into_inner();
                 let first = events.message().await?;
                 Ok((events, first))
@@ -157,7 +160,11 @@ impl Dispatcher {
         self.run(ctx, &model, |mut client, name| {
             let mut request = request.clone();
             request.model = name;
-            async move { client.embed(request).await.map(tonic::Response::into_inner) }
+            async move {
+                let mut request = tonic::Request::new(request);
+                crate::traces::inject(request.metadata_mut());
+                client.embed(request).await.map(tonic::Response::into_inner)
+            }
         })
         .await
     }
@@ -181,11 +188,21 @@ impl Dispatcher {
         let mut requeues = 0;
         let mut moved_on = false;
         loop {
-            let mut lease = match self.scheduler.admit(ctx, model, place).await {
+            let queued = tracing::info_span!("queue", model = %model.key.as_str());
+            let admitted = self
+                .scheduler
+                .admit(ctx, model, place)
+                .instrument(queued)
+                .await;
+            let mut lease = match admitted {
                 Ok(lease) => lease,
                 Err(err) => return Err(self.refused(err)),
             };
-            let status = match call(lease.client.clone(), lease.grant.name.clone()).await {
+            let dispatch = tracing::info_span!("dispatch", worker = %lease.grant.worker);
+            let called = call(lease.client.clone(), lease.grant.name.clone())
+                .instrument(dispatch)
+                .await;
+            let status = match called {
                 Ok(value) => {
                     self.metrics.queue_waited(&lease.grant.name, lease.waited);
                     return Ok((value, lease));

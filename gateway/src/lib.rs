@@ -23,6 +23,7 @@ pub mod openai;
 pub mod routing;
 pub mod scheduler;
 pub mod server;
+pub mod traces;
 pub mod workers;
 
 /// The state seam (workers register, gateways watch): the `herd-state`

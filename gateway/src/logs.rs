@@ -134,7 +134,9 @@ impl<'a> MakeWriter<'a> for RingMakeWriter {
 
 /// Installs the global subscriber: `RUST_LOG` (else `default_filter`)
 /// chooses what is logged; lines go to stderr in `format`, and to the ring
-/// served on `/logs` in the same format.
+/// served on `/logs` in the same format. With `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// set, spans are also exported (see [`crate::traces`]): call it inside a
+/// Tokio runtime then.
 pub fn init(format: LogFormat, default_filter: &str) {
     let filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
@@ -165,6 +167,7 @@ pub fn init(format: LogFormat, default_filter: &str) {
     let _ = tracing_subscriber::registry()
         .with(stderr.with_filter(filter()))
         .with(kept.with_filter(filter()))
+        .with(crate::traces::layer("herd"))
         .try_init();
 }
 

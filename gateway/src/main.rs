@@ -23,7 +23,12 @@ struct Main {
 async fn main() -> anyhow::Result<()> {
     let main = Main::parse();
     logs::init(main.log_format, "info,pingora_core=warn");
-    let status = run(main.args).await?;
+    let status = run(main.args).await;
+    // Spans still buffered go out before the process ends.
+    tokio::task::spawn_blocking(herd_gateway::traces::shutdown)
+        .await
+        .ok();
+    let status = status?;
     if status != 0 {
         herd_signals::exit_now(status);
     }

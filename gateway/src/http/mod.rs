@@ -76,6 +76,7 @@ impl HttpApp {
         let _guard = self.drain.enter();
         let request_id = respond::assign_request_id(session);
         let span = tracing::info_span!("request", request_id = %request_id);
+        crate::traces::continue_from(&span, &session.req_header().headers);
         let mut access = Access::new();
         let reusable = self
             .route(session, &mut access)

@@ -24,7 +24,9 @@ pub async fn start(
     engine: &dyn Engine,
     request: pb::GenerateRequest,
     metrics: &Arc<WorkerMetrics>,
+    span: tracing::Span,
 ) -> Result<GenerationStream, Status> {
+    let prefill = tracing::info_span!(parent: &span, "prefill");
     let request = to_engine_request(request)?;
     let id = request.id.clone();
     let model = request.model.clone();
@@ -38,6 +40,9 @@ pub async fn start(
         done: false,
         metrics: metrics.clone(),
         model,
+        phase: Some(prefill),
+        span,
+        decoding: false,
     })
 }
 
@@ -49,6 +54,11 @@ pub struct GenerationStream {
     metrics: Arc<WorkerMetrics>,
     /// The model it runs on (loaded: a bounded metric label).
     model: String,
+    /// The generation's span, and its current phase's (`prefill`, then
+    /// `decode`); each ends when dropped.
+    span: tracing::Span,
+    phase: Option<tracing::Span>,
+    decoding: bool,
 }
 
 impl Stream for GenerationStream {
@@ -62,14 +72,21 @@ impl Stream for GenerationStream {
             return Poll::Pending;
         };
         let item = match event {
-            Some(GenerationEvent::Delta { text, tokens }) => Ok(pb::GenerateEvent {
-                event: Some(pb::generate_event::Event::Delta(pb::TextDelta {
-                    text,
-                    tokens,
-                })),
-            }),
+            Some(GenerationEvent::Delta { text, tokens }) => {
+                if !self.decoding {
+                    self.decoding = true;
+                    self.phase = Some(tracing::info_span!(parent: &self.span, "decode"));
+                }
+                Ok(pb::GenerateEvent {
+                    event: Some(pb::generate_event::Event::Delta(pb::TextDelta {
+                        text,
+                        tokens,
+                    })),
+                })
+            }
             Some(GenerationEvent::Finished(f)) => {
                 self.done = true;
+                self.phase = None;
                 self.metrics.generated(
                     &self.model,
                     f.prompt_tokens,

@@ -6,6 +6,7 @@ mod generate;
 mod models;
 mod placement;
 mod status;
+mod trace;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -130,8 +131,14 @@ impl Worker for WorkerService {
         request: Request<GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
         self.drain.admit()?;
-        let stream =
-            generate::start(self.engine.as_ref(), request.into_inner(), &self.metrics).await?;
+        let span = trace::generate_span(request.metadata(), &request.get_ref().model);
+        let stream = generate::start(
+            self.engine.as_ref(),
+            request.into_inner(),
+            &self.metrics,
+            span,
+        )
+        .await?;
         Ok(Response::new(Box::pin(stream)))
     }
 
