@@ -94,8 +94,66 @@ async fn a_request_is_one_trace_across_the_grpc_hop_continuing_the_clients() {
         .trim_end_matches("/v1")
         .to_owned();
     let herd = Herd::attach(child, url);
+    check_one_trace(&herd, &receiver, "4bf92f3577b34da6a3ce929d0e0e4736").await;
+}
 
-    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+#[tokio::test]
+async fn a_standalone_gateway_and_worker_export_one_trace_between_them() {
+    let receiver = Receiver::default();
+    let endpoint = start_receiver(receiver.clone()).await;
+    let store = tempfile::tempdir().unwrap();
+    let mut worker = Command::new(common::pool::binary("herd-worker"));
+    worker
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--worker-id",
+            "w1",
+            "--threads",
+            "1",
+        ])
+        .args(["--parallel", "1", "--name", MODEL])
+        .arg("--model")
+        .arg(model_path())
+        .arg("--store")
+        .arg(store.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let (_worker, rest) = common::spawn_until_ready(worker, "herd-worker w1 listening on ").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n[[workers]]\nid = \"w1\"\nendpoint = \"http://{}\"\n",
+            rest.trim()
+        ),
+    )
+    .unwrap();
+    let mut gateway = Command::new(common::pool::binary("herd-gateway"));
+    gateway
+        .arg("--config")
+        .arg(&config)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let (child, rest) = common::spawn_until_ready(gateway, "herd-gateway listening on ").await;
+    let herd = Herd::attach(child, rest.trim().to_owned());
+    assert!(
+        common::pool::eventually(Duration::from_secs(30), || async {
+            herd.get("/v1/models").await.1["data"]
+                .as_array()
+                .is_some_and(|m| !m.is_empty())
+        })
+        .await,
+        "the gateway never saw the worker's model"
+    );
+    check_one_trace(&herd, &receiver, "0af7651916cd43dd8448eb211c80319c").await;
+}
+
+/// Sends one request with a `traceparent` of `trace` and checks its spans
+/// as received: the gateway's continue the client's, the worker's are
+/// children of the gateway's `dispatch`.
+async fn check_one_trace(herd: &Herd, receiver: &Receiver, trace: &str) {
     let client_span = "00f067aa0ba902b7";
     let response = herd
         .http

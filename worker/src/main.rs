@@ -21,10 +21,17 @@ struct Main {
 
 fn main() {
     let main = Main::parse();
-    logging::init(main.log_format, "info,llama-cpp-2=warn");
-    let result = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run(main.args)));
+    let runtime = tokio::runtime::Runtime::new();
+    {
+        // Inside the runtime: the trace exporter's channel lives on it.
+        let _entered = runtime.as_ref().ok().map(tokio::runtime::Runtime::enter);
+        logging::init(main.log_format, "info,llama-cpp-2=warn");
+    }
+    let result = runtime.map_err(anyhow::Error::from).and_then(|runtime| {
+        let result = runtime.block_on(run(main.args));
+        logging::shutdown();
+        result
+    });
     let status = match result {
         Ok(status) => status,
         Err(error) => {
