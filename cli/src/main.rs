@@ -29,6 +29,15 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     remote: client::Remote,
+    /// Log lines as `text` (for people) or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "HERD_LOG_FORMAT"
+    )]
+    log_format: herd_gateway::logs::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,7 +49,7 @@ enum Command {
     Gateway(herd_gateway::cli::GatewayArgs),
     /// Run a worker (as `herd-worker`): models behind gRPC, registered in
     /// a cluster's etcd with --etcd.
-    Worker(herd_worker::cli::WorkerArgs),
+    Worker(Box<herd_worker::cli::WorkerArgs>),
     /// Manage the gateway's API keys (a keys file).
     Keys(keys::KeysArgs),
     /// Package a GGUF file as a Docker model artifact in the local store.
@@ -116,47 +125,41 @@ fn main() {
         // Before any thread starts: this may execute the process again.
         herd_worker::wait_policy::passive_or_reexec();
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,llama-cpp-2=warn,pingora_core=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("herd")
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| {
-            let result = match cli.command {
-                Command::Serve(args) => runtime.block_on(serve::run(args)).map(|drained| {
-                    if drained.complete() {
-                        0
-                    } else {
-                        herd_signals::DRAIN_CUT_EXIT_STATUS
-                    }
-                }),
-                Command::Gateway(args) => runtime.block_on(herd_gateway::cli::run(args)),
-                Command::Worker(args) => runtime.block_on(herd_worker::cli::run(args)),
-                Command::Package(args) => runtime.block_on(package::run(args)).map(|()| 0),
-                Command::Keys(args) => keys::run(args).map(|()| 0),
-                Command::Completion { shell } => {
-                    clap_complete::generate(
-                        shell,
-                        &mut Cli::command(),
-                        "herd",
-                        &mut std::io::stdout(),
-                    );
-                    Ok(0)
+        .build();
+    {
+        // Inside the runtime: a trace exporter's channel lives on it.
+        let _entered = runtime.as_ref().ok().map(tokio::runtime::Runtime::enter);
+        herd_gateway::logs::init(cli.log_format, "info,llama-cpp-2=warn,pingora_core=warn");
+    }
+    let result = runtime.map_err(anyhow::Error::from).and_then(|runtime| {
+        let result = match cli.command {
+            Command::Serve(args) => runtime.block_on(serve::run(args)).map(|drained| {
+                if drained.complete() {
+                    0
+                } else {
+                    herd_signals::DRAIN_CUT_EXIT_STATUS
                 }
-                command => runtime.block_on(remote(command, cli.remote)),
-            };
-            // Do not wait on blocking work still running (a model load that
-            // began just before the shutdown): the process is ending.
-            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-            result
-        });
+            }),
+            Command::Gateway(args) => runtime.block_on(herd_gateway::cli::run(args)),
+            Command::Worker(args) => runtime.block_on(herd_worker::cli::run(*args)),
+            Command::Package(args) => runtime.block_on(package::run(args)).map(|()| 0),
+            Command::Keys(args) => keys::run(args).map(|()| 0),
+            Command::Completion { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "herd", &mut std::io::stdout());
+                Ok(0)
+            }
+            command => runtime.block_on(remote(command, cli.remote)),
+        };
+        // Spans still buffered go out while the runtime still runs.
+        herd_gateway::traces::shutdown();
+        // Do not wait on blocking work still running (a model load that
+        // began just before the shutdown): the process is ending.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        result
+    });
     let status = match result {
         Ok(status) => status,
         Err(error) => {

@@ -163,6 +163,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<DrainReport> {
     let gateway = Gateway::bind(gateway_config, store)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let url = format!("{}://{}", gateway.scheme(), gateway.local_addr());
+    // One `/metrics`: the gateway's, then the in-process worker's.
+    let worker_metrics = worker.metrics();
+    gateway
+        .metrics()
+        .add_extra(Arc::new(move |out: &mut String| worker_metrics.encode(out)));
 
     let (stop_worker, mut worker_stopped) = watch::channel(false);
     let worker_task = tokio::spawn(worker.serve(async move {

@@ -113,9 +113,15 @@ async fn messages_plain_stream_count_tokens_and_errors() {
     let mut count_body = body.clone();
     count_body.as_object_mut().unwrap().remove("max_tokens");
     count_body.as_object_mut().unwrap().remove("temperature");
+    let started = herd.worker_status().await["generations"]["started"].clone();
     let (status, count) = herd.post("/v1/messages/count_tokens", &count_body).await;
     assert_eq!(status, 200, "{count}");
     assert_eq!(count, json!({"input_tokens": input_tokens}));
+    // Counted without generating (no slot taken).
+    assert_eq!(
+        herd.worker_status().await["generations"]["started"],
+        started
+    );
 
     // Errors in Anthropic's shape, naming the field.
     let cases = [

@@ -18,10 +18,12 @@ use std::sync::Arc;
 use herd_proto::error::{ErrorCode, FailureClass, WorkerFailure};
 use herd_proto::v1 as pb;
 use tonic::Streaming;
+use tracing::Instrument as _;
 
 use crate::auth::{Auth, Permit};
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::metrics::{GatewayMetrics, Requeue, UNKNOWN_MODEL};
 use crate::scheduler::{Lease, Outcome, Resolved, Scheduler};
 
 /// How many times one request is put back after busy or unloaded
@@ -66,6 +68,7 @@ pub struct Dispatcher {
     worker_header: bool,
     prefix_key_bytes: usize,
     auth: Auth,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Dispatcher {
@@ -74,6 +77,7 @@ impl Dispatcher {
         default_registry: String,
         worker_header: bool,
         prefix_key_bytes: usize,
+        metrics: Arc<GatewayMetrics>,
     ) -> Self {
         Self {
             scheduler,
@@ -81,6 +85,7 @@ impl Dispatcher {
             worker_header,
             prefix_key_bytes,
             auth: Auth::off(),
+            metrics,
         }
     }
 
@@ -93,6 +98,19 @@ impl Dispatcher {
 
     pub fn auth(&self) -> &Auth {
         &self.auth
+    }
+
+    pub fn metrics(&self) -> &Arc<GatewayMetrics> {
+        &self.metrics
+    }
+
+    /// The model label of a request for `requested`: its name in the
+    /// pool's index, or `unknown` (never the client's text as such).
+    pub fn model_label(&self, requested: &str) -> String {
+        self.roster()
+            .snapshot()
+            .resolve(requested, &self.default_registry)
+            .map_or_else(|| UNKNOWN_MODEL.to_owned(), |(name, _)| name)
     }
 
     pub fn default_registry(&self) -> &str {
@@ -163,6 +181,8 @@ impl Dispatcher {
             let mut request = request.clone();
             request.model = name;
             async move {
+                let mut request = tonic::Request::new(request);
+                crate::traces::inject(request.metadata_mut());
                 let mut events = client.generate(request).await?.into_inner();
                 let first = events.message().await?;
                 Ok((events, first))
@@ -191,13 +211,44 @@ impl Dispatcher {
             .run(ctx, &model, |mut client, name| {
                 let mut request = request.clone();
                 request.model = name;
-                async move { client.embed(request).await.map(tonic::Response::into_inner) }
+                async move {
+                    let mut request = tonic::Request::new(request);
+                    crate::traces::inject(request.metadata_mut());
+                    client.embed(request).await.map(tonic::Response::into_inner)
+                }
             })
             .await?;
         if let Some(permit) = &mut permit {
             permit.add_tokens(u64::from(response.prompt_tokens));
         }
         Ok((response, lease))
+    }
+
+    /// Counts the prompt tokens of a generation request on a replica of its
+    /// model without running it: like an embedding, it needs a replica, not
+    /// a slot.
+    pub async fn count_tokens(
+        &self,
+        ctx: &Arc<RequestContext>,
+        request: pb::GenerateRequest,
+    ) -> Result<(u32, Lease), ApiError> {
+        let _permit = self.authenticate(ctx)?;
+        let model = self.scheduler.resolve(&ctx.model)?;
+        let (response, lease) = self
+            .run(ctx, &model, |mut client, name| {
+                let mut request = request.clone();
+                request.model = name;
+                async move {
+                    let mut request = tonic::Request::new(request);
+                    crate::traces::inject(request.metadata_mut());
+                    client
+                        .count_tokens(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
+        Ok((response.prompt_tokens, lease))
     }
 
     /// Admit → dispatch, putting the request back or retrying it elsewhere
@@ -219,9 +270,25 @@ impl Dispatcher {
         let mut requeues = 0;
         let mut moved_on = false;
         loop {
-            let mut lease = self.scheduler.admit(ctx, model, place).await?;
-            let status = match call(lease.client.clone(), lease.grant.name.clone()).await {
-                Ok(value) => return Ok((value, lease)),
+            let queued = tracing::info_span!("queue", model = %model.key.as_str());
+            let admitted = self
+                .scheduler
+                .admit(ctx, model, place)
+                .instrument(queued)
+                .await;
+            let mut lease = match admitted {
+                Ok(lease) => lease,
+                Err(err) => return Err(self.refused(err)),
+            };
+            let dispatch = tracing::info_span!("dispatch", worker = %lease.grant.worker);
+            let called = call(lease.client.clone(), lease.grant.name.clone())
+                .instrument(dispatch)
+                .await;
+            let status = match called {
+                Ok(value) => {
+                    self.metrics.queue_waited(&lease.grant.name, lease.waited);
+                    return Ok((value, lease));
+                }
                 Err(status) => status,
             };
             let failure = WorkerFailure::from_status(&status);
@@ -244,12 +311,44 @@ impl Dispatcher {
                     return Err(ApiError::from_worker(&failure, &ctx.model));
                 }
             };
+            self.metrics.requeued(match outcome {
+                Outcome::Busy => Requeue::Busy,
+                Outcome::ReplicaGone => Requeue::ReplicaGone,
+                _ => Requeue::WorkerGone,
+            });
             requeues += 1;
             if requeues > MAX_REQUEUES {
-                return Err(ApiError::NoCapacity(ctx.model.clone()));
+                return Err(self.refused(ApiError::NoCapacity(ctx.model.clone())));
             }
             lease.set_outcome(outcome);
             place = Some(lease.place());
         }
+    }
+}
+
+/// The reasons a refusal (429, 503) is counted under.
+const REFUSAL_REASONS: &[&str] = &[
+    "queue_full",
+    "queue_timeout",
+    "no_capacity",
+    "shutting_down",
+    "model_too_large",
+    "load_failed",
+];
+
+impl Dispatcher {
+    /// Counts a refusal by its status and reason, and passes it on.
+    fn refused(&self, err: ApiError) -> ApiError {
+        let status = err.status().as_u16();
+        if status == 429 || status == 503 {
+            let code = err.code().unwrap_or_default();
+            let reason = REFUSAL_REASONS
+                .iter()
+                .find(|r| **r == code)
+                .copied()
+                .unwrap_or("other");
+            self.metrics.refused(status, reason);
+        }
+        err
     }
 }

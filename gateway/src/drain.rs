@@ -23,6 +23,8 @@ pub struct Drain {
     count: AtomicUsize,
     idle: Notify,
     cut: CancellationToken,
+    /// The drain began: endless responses (`/logs?follow=true`) end now.
+    stopping: CancellationToken,
 }
 
 /// How a drain ended.
@@ -67,9 +69,16 @@ impl Drain {
         self.cut.cancelled().await;
     }
 
+    /// Resolves when the drain begins; pending until then. Responses that
+    /// never end on their own (following the logs) stop here.
+    pub async fn stopping(&self) {
+        self.stopping.cancelled().await;
+    }
+
     /// Waits up to `grace` for the requests in flight, then cuts those left
     /// and gives them a moment to write their ending.
     pub async fn finish(&self, grace: Duration) -> DrainReport {
+        self.stopping.cancel();
         if tokio::time::timeout(grace, self.wait_idle()).await.is_ok() {
             return DrainReport { cut: 0 };
         }

@@ -183,7 +183,7 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> Option<&str> {
+    pub(crate) fn code(&self) -> Option<&str> {
         match self {
             Self::Retry { error, .. } => error.code(),
             Self::QueueFull { .. } => Some("queue_full"),

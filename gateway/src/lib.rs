@@ -19,6 +19,8 @@ pub mod dispatch;
 pub mod drain;
 pub mod error;
 pub mod http;
+pub mod logs;
+pub mod metrics;
 pub mod ollama;
 pub mod openai;
 pub mod render;
@@ -27,6 +29,7 @@ pub mod routing;
 pub mod scheduler;
 pub mod server;
 pub mod tls;
+pub mod traces;
 pub mod workers;
 
 /// The state seam (workers register, gateways watch): the `herd-state`

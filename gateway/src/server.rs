@@ -19,6 +19,7 @@ use crate::config::GatewayConfig;
 use crate::dispatch::Dispatcher;
 use crate::drain::DrainReport;
 use crate::http::HttpApp;
+use crate::metrics::GatewayMetrics;
 use crate::scheduler::Scheduler;
 use crate::tls::CertStore;
 use crate::workers::Roster;
@@ -33,6 +34,7 @@ pub struct Gateway {
     config: GatewayConfig,
     auth: Auth,
     certs: Option<Arc<CertStore>>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Gateway {
@@ -67,7 +69,14 @@ impl Gateway {
             config,
             auth,
             certs,
+            metrics: Arc::new(GatewayMetrics::new()),
         })
+    }
+
+    /// Its metrics (served on `GET /metrics`); `herd serve` adds its
+    /// worker's to the same exposition with [`GatewayMetrics::add_extra`].
+    pub fn metrics(&self) -> Arc<GatewayMetrics> {
+        self.metrics.clone()
     }
 
     /// This gateway's id in the cluster: configured, or `<hostname>:<port>`.
@@ -133,7 +142,12 @@ impl Gateway {
             tracing::debug!(error = %e, "the gateway's record is not written yet; retrying in the background");
         }
         let claims = Claims::new(self.store.clone(), keys, session.clone(), id.clone());
-        let scheduler = Scheduler::new(&self.config, self.roster.clone(), Some(claims));
+        let scheduler = Scheduler::new(
+            &self.config,
+            self.roster.clone(),
+            Some(claims),
+            self.metrics.clone(),
+        );
         let follower = self
             .roster
             .start(scheduler.clone(), membership, shutdown.clone())
@@ -144,6 +158,7 @@ impl Gateway {
             self.config.default_registry.clone(),
             self.config.scheduler.worker_header,
             self.config.scheduler.prefix_key_bytes,
+            self.metrics.clone(),
         )
         .with_auth(self.auth.clone());
         let keys_task = tokio::spawn(self.auth.clone().follow(shutdown.clone()));

@@ -53,6 +53,8 @@ pub struct Loaded {
     /// The name the engine serves it under.
     pub name: String,
     pub pulled: bool,
+    /// Bytes downloaded by the pull, if it pulled.
+    pub pulled_bytes: u64,
 }
 
 impl Catalog {
@@ -225,6 +227,7 @@ impl Catalog {
     ) -> Result<Loaded, CatalogError> {
         let _one_at_a_time = self.load_lock.lock().await;
         let mut pulled = false;
+        let mut pulled_bytes = 0;
         let model = match self.resolve_blocking(requested).await {
             Ok(model) => model,
             Err(StoreError::NotFound(_)) if pull => {
@@ -232,15 +235,18 @@ impl Catalog {
                 tracing::info!(reference = %reference, "pulling a model to load it");
                 let noop: herd_store::ProgressFn = Arc::new(|_| {});
                 pulled = true;
-                self.registry
-                    .pull(&self.store, &reference, noop)
-                    .await?
-                    .model
+                let done = self.registry.pull(&self.store, &reference, noop).await?;
+                pulled_bytes = done.transferred;
+                done.model
             }
             Err(e) => return Err(e.into()),
         };
         if let Some(name) = self.loaded_names(engine, &model).into_iter().next() {
-            return Ok(Loaded { name, pulled });
+            return Ok(Loaded {
+                name,
+                pulled,
+                pulled_bytes,
+            });
         }
         let name = self.served_name(requested, &model);
         if lock(&self.loaded).remove(&name).is_some() {
@@ -251,7 +257,11 @@ impl Catalog {
         tracing::info!(model = %name, id = %model.id, "loading a stored model");
         engine.load(config).await?;
         lock(&self.loaded).insert(name.clone(), model.id.clone());
-        Ok(Loaded { name, pulled })
+        Ok(Loaded {
+            name,
+            pulled,
+            pulled_bytes,
+        })
     }
 
     /// Records that the engine serves the stored model `id` as `name`

@@ -133,6 +133,9 @@ pub struct WorkerArgs {
     /// `store.max_loaded_models`.
     #[arg(long, env = "HERD_MAX_LOADED_MODELS", value_parser = clap::value_parser!(u64).range(1..))]
     max_loaded_models: Option<u64>,
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (off by default).
+    #[arg(long, env = "HERD_WORKER_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Engine: `llama` (the file's models) or `mock` (see the --mock-* flags).
     #[arg(long, value_enum, default_value = "llama", env = "HERD_WORKER_ENGINE")]
     engine: EngineKind,
@@ -313,6 +316,22 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     } else {
         None
     };
+    let _metrics_task = match args.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+            println!(
+                "herd-worker metrics on http://{}/metrics",
+                listener.local_addr()?
+            );
+            Some(AbortOnDrop(tokio::spawn(crate::exposition::serve(
+                listener,
+                server.metrics(),
+            ))))
+        }
+        None => None,
+    };
     // The readiness line scripts and tests wait for.
     println!(
         "herd-worker {} listening on {}",
@@ -425,4 +444,13 @@ fn server_tls(
         tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
     }
     Ok(Some(tls))
+}
+
+/// Ends a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -3,19 +3,36 @@
 
 use clap::Parser;
 use herd_worker::cli::{WorkerArgs, run};
+use herd_worker::logging::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herd-worker",
+    version,
+    about = "Herd worker: runs GGUF models with llama.cpp behind a gRPC service"
+)]
+struct Main {
+    #[command(flatten)]
+    args: WorkerArgs,
+    /// Log lines as `text` (for people) or `json` (one object per line).
+    #[arg(long, value_enum, default_value = "text", env = "HERD_LOG_FORMAT")]
+    log_format: LogFormat,
+}
 
 fn main() {
     herd_worker::wait_policy::passive_or_reexec();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,llama-cpp-2=warn".into()),
-        )
-        .init();
-    let args = WorkerArgs::parse();
-    let result = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run(args)));
+    let main = Main::parse();
+    let runtime = tokio::runtime::Runtime::new();
+    {
+        // Inside the runtime: the trace exporter's channel lives on it.
+        let _entered = runtime.as_ref().ok().map(tokio::runtime::Runtime::enter);
+        logging::init(main.log_format, "info,llama-cpp-2=warn");
+    }
+    let result = runtime.map_err(anyhow::Error::from).and_then(|runtime| {
+        let result = runtime.block_on(run(main.args));
+        logging::shutdown();
+        result
+    });
     let status = match result {
         Ok(status) => status,
         Err(error) => {

@@ -100,6 +100,11 @@ impl GrpcServer {
         self.local_addr
     }
 
+    /// Its metrics (see [`crate::metrics`]).
+    pub fn metrics(&self) -> Arc<crate::metrics::WorkerMetrics> {
+        self.service.metrics()
+    }
+
     pub fn worker_id(&self) -> &str {
         &self.worker_id
     }

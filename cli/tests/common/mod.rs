@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub mod schema;
+pub mod scrape;
 
 pub const MODEL: &str = "ai/smollm2";
 

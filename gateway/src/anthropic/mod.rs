@@ -8,5 +8,5 @@ pub mod render;
 pub mod request;
 pub mod tools;
 
-pub use render::{CountTokensRender, MessagesRender};
+pub use render::MessagesRender;
 pub use request::{MessagesRequest, parse_count_tokens, parse_messages};

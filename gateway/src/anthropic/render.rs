@@ -177,32 +177,6 @@ impl Render for MessagesRender {
     }
 }
 
-/// [`Render`] for `/v1/messages/count_tokens`: the prompt's tokens as the
-/// worker rendered and counted them (it runs the prompt and one token).
-#[derive(Debug)]
-pub struct CountTokensRender;
-
-impl Render for CountTokensRender {
-    fn input_param(&self) -> &'static str {
-        "messages"
-    }
-
-    fn error_body(&self, err: &ApiError) -> Value {
-        err.anthropic_body()
-    }
-
-    fn body(&mut self, _text: &str, finished: &pb::GenerateFinished) -> Vec<u8> {
-        serde_json::to_vec(&json!({"input_tokens": finished.prompt_tokens})).unwrap_or_default()
-    }
-
-    fn stream_start(&mut self, _out: &mut BytesMut) {}
-    fn stream_text(&mut self, _text: &str, _out: &mut BytesMut) {}
-    fn stream_end(&mut self, _finished: &pb::GenerateFinished, _out: &mut BytesMut) {}
-    fn stream_error(&mut self, err: &ApiError, out: &mut BytesMut) {
-        out.put(event("error", &err.anthropic_body()));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,6 +76,7 @@ pub fn access(route: &Route) -> Access {
             StoreRoute::Create | StoreRoute::Delete(_) | StoreRoute::Tag(_) | StoreRoute::Push(_),
         )
         | Route::Unload
+        | Route::Logs
         | Route::Ollama(OllamaRoute::Pull | OllamaRoute::Delete) => Access::Admin,
         Route::Root
         | Route::ChatCompletions
@@ -91,7 +92,8 @@ pub fn access(route: &Route) -> Access {
         | Route::Messages
         | Route::CountTokens
         | Route::Ollama(_)
-        | Route::Responses(_) => Access::User,
+        | Route::Responses(_)
+        | Route::Metrics => Access::User,
     }
 }
 

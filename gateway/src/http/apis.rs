@@ -9,8 +9,12 @@ use pingora::protocols::http::ServerSession;
 use super::body::{self, BodyError};
 use super::generate::{self, Job};
 use super::{HttpApp, respond};
+use std::sync::Arc;
+
+use super::access::Access;
 use crate::anthropic;
 use crate::auth::Principal;
+use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::render::Render;
 
@@ -45,7 +49,12 @@ pub async fn read_body(app: &HttpApp, session: &mut ServerSession, shape: Shape)
 }
 
 /// `POST /v1/messages`.
-pub async fn messages(app: &HttpApp, session: &mut ServerSession, key: Option<Principal>) -> bool {
+pub async fn messages(
+    app: &HttpApp,
+    session: &mut ServerSession,
+    key: Option<Principal>,
+    access: &mut Access,
+) -> bool {
     let mut render = anthropic::MessagesRender::new(String::new());
     let Some(body) = read_body(app, session, ApiError::anthropic_body).await else {
         return false;
@@ -63,32 +72,74 @@ pub async fn messages(app: &HttpApp, session: &mut ServerSession, key: Option<Pr
         keep_alive: None,
         key,
     };
-    generate::run(&app.dispatcher, session, job, &mut render, &app.drain).await
+    generate::run(
+        &app.dispatcher,
+        session,
+        job,
+        &mut render,
+        &app.drain,
+        access,
+    )
+    .await
 }
 
-/// `POST /v1/messages/count_tokens`.
+/// `POST /v1/messages/count_tokens`: the worker renders and tokenizes the
+/// request as it would for `/v1/messages` (template, tools), without
+/// running it or taking a generation slot.
 pub async fn count_tokens(
     app: &HttpApp,
     session: &mut ServerSession,
     key: Option<Principal>,
+    access: &mut Access,
 ) -> bool {
-    let mut render = anthropic::CountTokensRender;
     let Some(body) = read_body(app, session, ApiError::anthropic_body).await else {
         return false;
     };
     let request = match anthropic::parse_count_tokens(&body) {
         Ok(request) => request,
-        Err(err) => return refuse(session, &render, &err).await,
+        Err(err) => return anthropic_error(session, &err).await,
     };
-    let job = Job {
-        id: format!("count_{}", uuid::Uuid::new_v4().simple()),
-        model: request.model,
-        stream: false,
-        generate: request.generate,
-        keep_alive: None,
-        key,
+    let id = format!("count_{}", uuid::Uuid::new_v4().simple());
+    let mut generate = request.generate;
+    generate.request_id = id.clone();
+    let ctx =
+        match RequestContext::from_headers(id, request.model, &session.req_header().headers, false)
+        {
+            Ok(ctx) => Arc::new(ctx.with_key(key)),
+            Err(err) => return anthropic_error(session, &err).await,
+        };
+    access.tenant = Some(ctx.tenant.clone());
+    let dispatcher = &app.dispatcher;
+    let result = tokio::select! {
+        result = dispatcher.count_tokens(&ctx, generate) => result,
+        _ = generate::interrupted(session, &app.drain) => return false,
     };
-    generate::run(&app.dispatcher, session, job, &mut render, &app.drain).await
+    match result {
+        Ok((input_tokens, lease)) => {
+            access.model = Some(lease.grant.name.clone());
+            access.worker = Some(lease.grant.worker.clone());
+            access.queue = Some(lease.waited);
+            let headers = dispatcher.response_headers(&lease);
+            drop(lease);
+            let body = serde_json::json!({ "input_tokens": input_tokens });
+            respond::full_with(
+                session,
+                http::StatusCode::OK,
+                "application/json",
+                body.to_string().into(),
+                &headers,
+            )
+            .await
+        }
+        Err(err) => {
+            access.model = Some(dispatcher.model_label(&ctx.model));
+            anthropic_error(session, &err.for_input("messages")).await
+        }
+    }
+}
+
+async fn anthropic_error(session: &mut ServerSession, err: &ApiError) -> bool {
+    respond::error_as(session, err, &[], err.anthropic_body()).await
 }
 
 async fn refuse(session: &mut ServerSession, render: &dyn Render, err: &ApiError) -> bool {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 
+use super::access::Access;
 use super::generate::{Interrupt, interrupted};
 use super::respond;
 use crate::auth::Principal;
@@ -21,6 +22,7 @@ pub async fn serve(
     request: EmbeddingsRequest,
     drain: &Drain,
     key: Option<Principal>,
+    access: &mut Access,
 ) -> bool {
     let id = format!("embd-{}", uuid::Uuid::new_v4().simple());
     let ctx = match RequestContext::from_headers(
@@ -35,9 +37,14 @@ pub async fn serve(
         }
         Err(err) => return respond::error(session, &err).await,
     };
+    access.tenant = Some(ctx.tenant.clone());
     let result = tokio::select! {
         result = dispatcher.embed(&ctx, request.embed) => result,
         interrupt = interrupted(session, drain) => {
+            access.model = Some(dispatcher.model_label(&ctx.model));
+            if interrupt == Interrupt::ClientGone {
+                dispatcher.metrics().client_left(crate::metrics::Departure::Queued);
+            }
             if interrupt == Interrupt::Cut {
                 let err = ApiError::ShuttingDown.with_retry_after(std::time::Duration::from_secs(1));
                 respond::error(session, &err).await;
@@ -48,6 +55,9 @@ pub async fn serve(
     match result {
         Ok((embeddings, lease)) => {
             let headers = dispatcher.response_headers(&lease);
+            access.model = Some(lease.grant.name.clone());
+            access.worker = Some(lease.grant.worker.clone());
+            access.queue = Some(lease.waited);
             drop(lease);
             let body = response(&request.model, request.encoding, embeddings);
             respond::full_with(
@@ -59,6 +69,9 @@ pub async fn serve(
             )
             .await
         }
-        Err(err) => respond::error(session, &err.for_input("input")).await,
+        Err(err) => {
+            access.model = Some(dispatcher.model_label(&ctx.model));
+            respond::error(session, &err.for_input("input")).await
+        }
     }
 }

@@ -18,12 +18,14 @@ use herd_proto::v1::generate_event::Event;
 use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 
+use super::access::Access;
 use super::respond;
 use crate::auth::Principal;
 use crate::context::{RequestContext, prefix_key_of};
 use crate::dispatch::{Dispatcher, Generation};
 use crate::drain::Drain;
 use crate::error::ApiError;
+use crate::metrics::{Departure, Requeue};
 use crate::openai::GenerationRequest;
 use crate::openai::render::OpenAiRender;
 use crate::render::Render;
@@ -50,6 +52,7 @@ pub async fn serve(
     request: GenerationRequest,
     drain: &Drain,
     key: Option<Principal>,
+    access: &mut Access,
 ) -> bool {
     let mut render = OpenAiRender::new(
         request.endpoint,
@@ -64,17 +67,19 @@ pub async fn serve(
         keep_alive: request.keep_alive,
         key,
     };
-    run(dispatcher, session, job, &mut render, drain).await
+    run(dispatcher, session, job, &mut render, drain, access).await
 }
 
-/// Serves one generation, answering in `render`'s shapes. Returns whether
-/// the connection may be reused.
+/// Serves one generation, answering in `render`'s shapes, and records it
+/// in `access` (the request's metrics and access-log line). Returns
+/// whether the connection may be reused.
 pub async fn run(
     dispatcher: &Dispatcher,
     session: &mut ServerSession,
     job: Job,
     render: &mut dyn Render,
     drain: &Drain,
+    access: &mut Access,
 ) -> bool {
     let meta = Meta {
         id: job.id.clone(),
@@ -96,12 +101,17 @@ pub async fn run(
         }
         Err(err) => return error(session, render, &err, &[]).await,
     };
+    access.tenant = Some(ctx.tenant.clone());
     // Kept to run again if the worker dies before the answer is sent.
     let retry = (!job.stream).then(|| generate.clone());
     let dispatched = tokio::select! {
         dispatched = dispatcher.generate(&ctx, generate) => dispatched,
         interrupt = interrupted(session, drain) => {
             tracing::debug!(request_id = %meta.id, ?interrupt, "interrupted while queued");
+            access.model = Some(dispatcher.model_label(&ctx.model));
+            if interrupt == Interrupt::ClientGone {
+                dispatcher.metrics().client_left(Departure::Queued);
+            }
             if interrupt == Interrupt::Cut {
                 let err = ApiError::ShuttingDown.with_retry_after(std::time::Duration::from_secs(1));
                 error(session, render, &err, &[]).await;
@@ -112,11 +122,15 @@ pub async fn run(
     let generation = match dispatched {
         Ok(generation) => generation,
         Err(err) => {
+            access.model = Some(dispatcher.model_label(&ctx.model));
             let err = err.for_input(meta.input_param);
             return error(session, render, &err, &[]).await;
         }
     };
     let headers = dispatcher.response_headers(&generation.lease);
+    access.generating(dispatcher.metrics(), generation.lease.grant.name.clone());
+    access.worker = Some(generation.lease.grant.worker.clone());
+    access.queue = Some(generation.lease.waited);
     tracing::debug!(
         request_id = %meta.id,
         worker = %generation.lease.grant.worker,
@@ -125,11 +139,18 @@ pub async fn run(
         queued_ms = generation.lease.waited.as_millis() as u64,
         "dispatched"
     );
+    let steps = Steps {
+        session,
+        meta: &meta,
+        drain,
+        dispatcher,
+        access,
+    };
     if job.stream {
-        stream(session, &meta, generation, render, &headers, drain).await
+        stream(steps, generation, render, &headers).await
     } else {
-        let rerun = retry.map(|request| (dispatcher, &ctx, request));
-        collect(session, &meta, generation, render, &headers, drain, rerun).await
+        let rerun = retry.map(|request| (&ctx, request));
+        collect(steps, generation, render, &headers, rerun).await
     }
 }
 
@@ -138,6 +159,15 @@ struct Meta {
     id: String,
     model: String,
     input_param: &'static str,
+}
+
+/// What collecting or streaming an answer works with.
+struct Steps<'a> {
+    session: &'a mut ServerSession,
+    meta: &'a Meta,
+    drain: &'a Drain,
+    dispatcher: &'a Dispatcher,
+    access: &'a mut Access,
 }
 
 /// An error answered in the API's shape.
@@ -225,19 +255,27 @@ fn event(message: pb::GenerateEvent) -> Next {
 /// that goes away mid-generation is replaced once: the request runs again
 /// from the start on another worker.
 async fn collect(
-    session: &mut ServerSession,
-    meta: &Meta,
+    steps: Steps<'_>,
     mut generation: Generation,
     render: &mut dyn Render,
     headers: &respond::Extra,
-    drain: &Drain,
-    mut rerun: Option<(&Dispatcher, &Arc<RequestContext>, pb::GenerateRequest)>,
+    mut rerun: Option<(&Arc<RequestContext>, pb::GenerateRequest)>,
 ) -> bool {
+    let Steps {
+        session,
+        meta,
+        drain,
+        dispatcher,
+        access,
+    } = steps;
     let mut text = String::new();
     let mut headers = std::borrow::Cow::Borrowed(headers);
     let finished = loop {
         match next_event(session, &mut generation, meta, drain).await {
-            Next::ClientGone => return false,
+            Next::ClientGone => {
+                dispatcher.metrics().client_left(Departure::Generating);
+                return false;
+            }
             Next::Cut => {
                 error(session, render, &ApiError::ShuttingDown, &[]).await;
                 return false;
@@ -246,11 +284,19 @@ async fn collect(
                 generation.account(&finished);
                 break finished;
             }
-            Next::Text(delta) => text.push_str(&delta),
+            Next::Text(delta) => {
+                if !delta.is_empty() {
+                    access.token();
+                }
+                text.push_str(&delta);
+            }
             Next::WorkerGone(err) if rerun.is_some() => {
-                let Some((dispatcher, ctx, request)) = rerun.take() else {
+                let Some((ctx, request)) = rerun.take() else {
                     continue;
                 };
+                dispatcher
+                    .metrics()
+                    .requeued(Requeue::WorkerGoneMidGeneration);
                 tracing::warn!(request_id = %meta.id, worker = %generation.lease.grant.worker, error = %err, "worker gone mid-generation; running the request again elsewhere");
                 generation
                     .lease
@@ -265,6 +311,7 @@ async fn collect(
                     Ok(again) => {
                         headers =
                             std::borrow::Cow::Owned(dispatcher.response_headers(&again.lease));
+                        access.worker = Some(again.lease.grant.worker.clone());
                         generation = again;
                         text.clear();
                     }
@@ -280,6 +327,12 @@ async fn collect(
         }
     };
     release(generation);
+    access.finished(
+        dispatcher.metrics(),
+        finished.prompt_tokens,
+        finished.completion_tokens,
+        finished.cached_prompt_tokens,
+    );
     let body = render.body(&text, &finished);
     if let Some(finish) = render.finish() {
         finish.await;
@@ -299,13 +352,18 @@ async fn collect(
 /// busy gateway does not pay a syscall per token; nothing ever waits to be
 /// batched.
 async fn stream(
-    session: &mut ServerSession,
-    meta: &Meta,
+    steps: Steps<'_>,
     mut generation: Generation,
     render: &mut dyn Render,
     headers: &respond::Extra,
-    drain: &Drain,
 ) -> bool {
+    let Steps {
+        session,
+        meta,
+        drain,
+        dispatcher,
+        access,
+    } = steps;
     let started = if render.stream_content_type() == "text/event-stream" {
         respond::start_events(session, headers).await
     } else {
@@ -335,7 +393,10 @@ async fn stream(
             }
         };
         match next {
-            Next::ClientGone => return false,
+            Next::ClientGone => {
+                dispatcher.metrics().client_left(Departure::Generating);
+                return false;
+            }
             Next::Cut => {
                 // Headers are out: say why in-band, and end the stream
                 // properly so the client is not left with a broken one.
@@ -344,7 +405,12 @@ async fn stream(
                 let _ = session.write_response_body(out.freeze(), true).await;
                 return false;
             }
-            Next::Text(delta) => render.stream_text(&delta, &mut out),
+            Next::Text(delta) => {
+                if !delta.is_empty() {
+                    access.token();
+                }
+                render.stream_text(&delta, &mut out);
+            }
             Next::Failed(err) | Next::WorkerGone(err) => {
                 // Headers are out; report in-band, then end.
                 tracing::warn!(request_id = %meta.id, error = %err, "generation failed mid-stream");
@@ -355,6 +421,12 @@ async fn stream(
             Next::Finished(finished) => {
                 generation.account(&finished);
                 release(generation);
+                access.finished(
+                    dispatcher.metrics(),
+                    finished.prompt_tokens,
+                    finished.completion_tokens,
+                    finished.cached_prompt_tokens,
+                );
                 render.stream_end(&finished, &mut out);
                 if let Some(finish) = render.finish() {
                     finish.await;

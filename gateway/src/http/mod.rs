@@ -2,6 +2,7 @@
 //! request (parse → dispatch → stream back) and answers every failure in
 //! OpenAI's error shape.
 
+mod access;
 mod apis;
 mod body;
 mod connection;
@@ -9,6 +10,7 @@ mod embed;
 mod engines;
 mod generate;
 mod info;
+mod observe;
 mod ollama;
 mod respond;
 mod responses;
@@ -25,6 +27,7 @@ use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
+use self::access::Access;
 use self::body::BodyError;
 use self::connection::Head;
 use self::routes::Route;
@@ -93,13 +96,29 @@ impl HttpApp {
         let _guard = self.drain.enter();
         let request_id = respond::assign_request_id(session);
         let span = tracing::info_span!("request", request_id = %request_id);
-        self.route(session).instrument(span).await
+        crate::traces::continue_from(&span, &session.req_header().headers);
+        let mut access = Access::new();
+        let reusable = self
+            .route(session, &mut access)
+            .instrument(span.clone())
+            .await;
+        let status = session.response_written().map(|h| h.status.as_u16());
+        let _entered = span.enter();
+        access.done(
+            self.dispatcher.metrics(),
+            session.req_header().method.as_str(),
+            status,
+        );
+        reusable
     }
 
-    async fn route(&self, session: &mut ServerSession) -> bool {
+    async fn route(&self, session: &mut ServerSession, access: &mut Access) -> bool {
         let header = session.req_header();
         let route = match routes::route(&header.method, header.uri.path()) {
-            Ok(route) => route,
+            Ok(route) => {
+                access.route = route.name();
+                route
+            }
             Err(err) => {
                 // In the shape of the API the path belongs to.
                 let shape = apis::shape_of(header.uri.path());
@@ -158,15 +177,19 @@ impl HttpApp {
                 let max = self.max_body_bytes;
                 store::serve(&self.dispatcher, session, store_route, max, key.as_ref()).await
             }
-            Route::Messages => apis::messages(self, session, key).await,
-            Route::CountTokens => apis::count_tokens(self, session, key).await,
-            Route::Ollama(ollama_route) => ollama::serve(self, session, ollama_route, key).await,
+            Route::Messages => apis::messages(self, session, key, access).await,
+            Route::CountTokens => apis::count_tokens(self, session, key, access).await,
+            Route::Ollama(ollama_route) => {
+                ollama::serve(self, session, ollama_route, key, access).await
+            }
             Route::Responses(responses_route) => {
-                responses::serve(self, session, responses_route, key).await
+                responses::serve(self, session, responses_route, key, access).await
             }
             Route::Running => engines::running(session, &self.dispatcher).await,
             Route::DiskUsage => engines::disk_usage(session, &self.dispatcher).await,
             Route::EngineStatus => engines::status(session, &self.dispatcher).await,
+            Route::Metrics => observe::metrics(session, &self.dispatcher, &self.drain).await,
+            Route::Logs => observe::logs(session, &self.drain).await,
             Route::Unload => match body::read_limited(session, self.max_body_bytes).await {
                 Ok(body) => unload::serve(&self.dispatcher, session, &body).await,
                 Err(BodyError::Reject(err)) => {
@@ -194,8 +217,15 @@ impl HttpApp {
                     Route::Embeddings => {
                         return match openai::embeddings::parse_embeddings(&body) {
                             Ok(request) => {
-                                embed::serve(&self.dispatcher, session, request, &self.drain, key)
-                                    .await
+                                embed::serve(
+                                    &self.dispatcher,
+                                    session,
+                                    request,
+                                    &self.drain,
+                                    key,
+                                    access,
+                                )
+                                .await
                             }
                             Err(err) => respond::error(session, &err).await,
                         };
@@ -205,7 +235,9 @@ impl HttpApp {
                 };
                 match parsed {
                     Ok(request) => {
-                        generate::serve(&self.dispatcher, session, request, &self.drain, key).await
+                        let drain = &self.drain;
+                        generate::serve(&self.dispatcher, session, request, drain, key, access)
+                            .await
                     }
                     Err(err) => respond::error(session, &err).await,
                 }

@@ -13,6 +13,7 @@ use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 use serde_json::{Value, json};
 
+use super::access::Access;
 use super::apis::read_body;
 use super::generate::{self, Interrupt, Job, interrupted};
 use super::routes::OllamaRoute;
@@ -31,6 +32,7 @@ pub async fn serve(
     session: &mut ServerSession,
     route: OllamaRoute,
     key: Option<Principal>,
+    access: &mut Access,
 ) -> bool {
     match route {
         OllamaRoute::Version => {
@@ -46,8 +48,10 @@ pub async fn serve(
             ps(app, session).await
         }
         OllamaRoute::Show => show(app, session).await,
-        OllamaRoute::Chat => generation(app, session, OllamaEndpoint::Chat, key).await,
-        OllamaRoute::Generate => generation(app, session, OllamaEndpoint::Generate, key).await,
+        OllamaRoute::Chat => generation(app, session, OllamaEndpoint::Chat, key, access).await,
+        OllamaRoute::Generate => {
+            generation(app, session, OllamaEndpoint::Generate, key, access).await
+        }
         OllamaRoute::Embed => embed(app, session, key).await,
         OllamaRoute::Pull => pull(app, session).await,
         OllamaRoute::Delete => delete(app, session).await,
@@ -149,6 +153,7 @@ async fn generation(
     session: &mut ServerSession,
     endpoint: OllamaEndpoint,
     key: Option<Principal>,
+    access: &mut Access,
 ) -> bool {
     let Some(body) = read_body(app, session, ApiError::ollama_body).await else {
         return false;
@@ -187,7 +192,15 @@ async fn generation(
         keep_alive: request.keep_alive,
         key,
     };
-    generate::run(&app.dispatcher, session, job, &mut render, &app.drain).await
+    generate::run(
+        &app.dispatcher,
+        session,
+        job,
+        &mut render,
+        &app.drain,
+        access,
+    )
+    .await
 }
 
 /// `POST /api/embed`.

@@ -9,6 +9,7 @@ use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 use serde_json::{Value, json};
 
+use super::access::Access;
 use super::apis::read_body;
 use super::generate::{self, Job};
 use super::routes::{ResponsesRoute, percent_decode};
@@ -22,9 +23,10 @@ pub async fn serve(
     session: &mut ServerSession,
     route: ResponsesRoute,
     key: Option<Principal>,
+    access: &mut Access,
 ) -> bool {
     let id = match route {
-        ResponsesRoute::Create => return create(app, session, key).await,
+        ResponsesRoute::Create => return create(app, session, key, access).await,
         ResponsesRoute::Get(ref id)
         | ResponsesRoute::Delete(ref id)
         | ResponsesRoute::InputItems(ref id) => id.clone(),
@@ -103,7 +105,12 @@ fn input_items(mut items: Vec<Value>, query: &str) -> Value {
 }
 
 /// `POST /v1/responses`.
-async fn create(app: &HttpApp, session: &mut ServerSession, key: Option<Principal>) -> bool {
+async fn create(
+    app: &HttpApp,
+    session: &mut ServerSession,
+    key: Option<Principal>,
+    access: &mut Access,
+) -> bool {
     let Some(body) = read_body(app, session, ApiError::body).await else {
         return false;
     };
@@ -149,7 +156,15 @@ async fn create(app: &HttpApp, session: &mut ServerSession, key: Option<Principa
         keep_alive: request.keep_alive,
         key,
     };
-    generate::run(&app.dispatcher, session, job, &mut render, &app.drain).await
+    generate::run(
+        &app.dispatcher,
+        session,
+        job,
+        &mut render,
+        &app.drain,
+        access,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -54,6 +54,38 @@ pub enum Route {
     Ollama(OllamaRoute),
     /// OpenAI Responses under `/v1/responses`.
     Responses(ResponsesRoute),
+    /// `GET /metrics`: Prometheus metrics.
+    Metrics,
+    /// `GET /logs[?follow=true]`: recent log lines, then (following) new
+    /// ones as they come.
+    Logs,
+}
+
+impl Route {
+    /// The route's name: a metric label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Root => "root",
+            Self::Health => "healthz",
+            Self::Ready => "readyz",
+            Self::ChatCompletions => "chat_completions",
+            Self::Completions => "completions",
+            Self::Embeddings => "embeddings",
+            Self::Models | Self::Model(_) => "models",
+            Self::Status => "status",
+            Self::Store(_) => "store",
+            Self::Unload => "engines_unload",
+            Self::Running => "engines_ps",
+            Self::DiskUsage => "engines_df",
+            Self::EngineStatus => "engines_status",
+            Self::Metrics => "metrics",
+            Self::Logs => "logs",
+            Self::Messages => "messages",
+            Self::CountTokens => "count_tokens",
+            Self::Ollama(_) => "ollama",
+            Self::Responses(_) => "responses",
+        }
+    }
 }
 
 /// The `/v1/responses` routes.
@@ -128,6 +160,8 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         "/healthz" => (Route::Health, "GET"),
         "/readyz" => (Route::Ready, "GET"),
         "/herd/v1/status" => (Route::Status, "GET"),
+        "/metrics" => (Route::Metrics, "GET"),
+        "/logs" => (Route::Logs, "GET"),
         "/v1/chat/completions" => (Route::ChatCompletions, "POST"),
         "/v1/completions" => (Route::Completions, "POST"),
         "/v1/embeddings" => (Route::Embeddings, "POST"),

@@ -373,10 +373,10 @@ fn megabytes(bytes: u64) -> String {
 }
 
 /// The query string's `key=value` pairs, percent-decoded.
-struct Query(Vec<(String, String)>);
+pub(super) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(query: &str) -> Self {
+    pub(super) fn parse(query: &str) -> Self {
         Self(
             query
                 .split('&')
@@ -398,7 +398,7 @@ impl Query {
     }
 
     /// `?force`, `?force=true` or `?force=1`.
-    fn flag(&self, key: &str) -> bool {
+    pub(super) fn flag(&self, key: &str) -> bool {
         self.get(key)
             .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
     }

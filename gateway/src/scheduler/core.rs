@@ -205,6 +205,9 @@ pub struct ModelReport {
     /// A name clients know it by.
     pub name: String,
     pub queued: usize,
+    /// Of `queued` (slot requests), by the priority asked for: low,
+    /// normal, high.
+    pub queued_by_priority: [usize; 3],
     pub running: u32,
     pub replicas: Vec<Arc<str>>,
     /// The replicas in detail, in the order of `replicas`.
@@ -602,6 +605,7 @@ impl SchedulerCore {
                     model: key.clone(),
                     name,
                     queued: model.map_or(0, |m| m.queue.len() + m.slotless.len()),
+                    queued_by_priority: model.map_or([0; 3], |m| m.queue.len_by_priority()),
                     running: replicas.iter().map(|(_, r)| r.in_flight + r.slotless).sum(),
                     replicas: replicas.iter().map(|(id, _)| (*id).clone()).collect(),
                     placements: replicas

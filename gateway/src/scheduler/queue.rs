@@ -67,6 +67,15 @@ impl<T> ModelQueue<T> {
         self.len == 0
     }
 
+    /// Entries waiting by the priority they asked for (low, normal, high).
+    pub fn len_by_priority(&self) -> [usize; 3] {
+        let mut counts = [0; 3];
+        for ((priority, _), lane) in &self.lanes {
+            counts[*priority as usize] += lane.len();
+        }
+        counts
+    }
+
     /// Adds an entry (or puts one back: its `seq` keeps its place).
     pub fn push(&mut self, waiting: Waiting<T>) {
         let lane = self

@@ -23,6 +23,7 @@ use super::pool::ModelKey;
 use crate::config::GatewayConfig;
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::metrics::GatewayMetrics;
 use crate::workers::{Roster, WorkerEvents};
 
 /// How often time-driven decisions (keep-alive, replica scaling) are made.
@@ -80,6 +81,7 @@ pub struct Scheduler {
     /// Cluster-wide load claims (in the shared state store).
     claims: Option<Claims>,
     config: GatewayConfig,
+    metrics: Arc<GatewayMetrics>,
 }
 
 /// A granted slot (or, for embeddings, a replica). Dropping it gives it
@@ -148,7 +150,12 @@ impl Drop for Waiter<'_> {
 impl Scheduler {
     /// A scheduler for `roster`'s workers; with `claims`, every load is
     /// claimed cluster-wide first.
-    pub fn new(config: &GatewayConfig, roster: Arc<Roster>, claims: Option<Claims>) -> Arc<Self> {
+    pub fn new(
+        config: &GatewayConfig,
+        roster: Arc<Roster>,
+        claims: Option<Claims>,
+        metrics: Arc<GatewayMetrics>,
+    ) -> Arc<Self> {
         let scheduler = &config.scheduler;
         let settings = Settings {
             aging: scheduler.aging(),
@@ -167,6 +174,7 @@ impl Scheduler {
             orders_rx: Mutex::new(Some(orders_rx)),
             claims,
             config: config.clone(),
+            metrics,
         })
     }
 
@@ -395,6 +403,9 @@ impl Scheduler {
             Order::Unload(order) => {
                 let revision = self.unload(&order).await;
                 self.with_core(|core| core.unload_done(&order, revision));
+                if revision != 0 {
+                    self.metrics.unloaded(&order.name);
+                }
             }
             Order::Load(order) => {
                 let claim = match self.claim(&order).await {
@@ -404,6 +415,9 @@ impl Scheduler {
                 for victim in &order.evict {
                     let revision = self.unload(victim).await;
                     self.with_core(|core| core.unload_done(victim, revision));
+                    if revision != 0 {
+                        self.metrics.unloaded(&victim.name);
+                    }
                 }
                 let result = match self.roster.client(&order.worker) {
                     Some(mut client) => client
@@ -424,6 +438,10 @@ impl Scheduler {
                         load_ms,
                     }) => {
                         tracing::info!(model = %order.name, worker = %order.worker, pull_ms, load_ms, "model loaded");
+                        self.metrics.load_done(
+                            &order.name,
+                            Some(Duration::from_millis(pull_ms.saturating_add(load_ms))),
+                        );
                         self.with_core(|core| core.load_done(&order, &loaded, revision, now));
                     }
                     Ok(_) => {
@@ -434,6 +452,7 @@ impl Scheduler {
                     }
                     Err(status) => {
                         tracing::warn!(model = %order.name, worker = %order.worker, %status, "model load failed");
+                        self.metrics.load_done(&order.name, None);
                         let failure = WorkerFailure::from_status(&status);
                         self.with_core(|core| core.load_failed(&order, failure, now));
                     }

@@ -3,6 +3,7 @@
 //! client went away) cancels the generation.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -16,12 +17,16 @@ use crate::engine::{
     Sampling, Tool, ToolCall, ToolChoice, ToolUse,
 };
 use crate::error::EngineError;
+use crate::metrics::WorkerMetrics;
 
 /// Admits `request` and returns its event stream.
 pub async fn start(
     engine: &dyn Engine,
     request: pb::GenerateRequest,
+    metrics: &Arc<WorkerMetrics>,
+    span: tracing::Span,
 ) -> Result<GenerationStream, Status> {
+    let prefill = tracing::info_span!(parent: &span, "prefill");
     let request = to_engine_request(request)?;
     let id = request.id.clone();
     let model = request.model.clone();
@@ -33,6 +38,11 @@ pub async fn start(
         events: rx,
         _cancel_on_drop: cancel.drop_guard(),
         done: false,
+        metrics: metrics.clone(),
+        model,
+        phase: Some(prefill),
+        span,
+        decoding: false,
     })
 }
 
@@ -41,6 +51,14 @@ pub struct GenerationStream {
     events: mpsc::UnboundedReceiver<GenerationEvent>,
     _cancel_on_drop: DropGuard,
     done: bool,
+    metrics: Arc<WorkerMetrics>,
+    /// The model it runs on (loaded: a bounded metric label).
+    model: String,
+    /// The generation's span, and its current phase's (`prefill`, then
+    /// `decode`); each ends when dropped.
+    span: tracing::Span,
+    phase: Option<tracing::Span>,
+    decoding: bool,
 }
 
 impl Stream for GenerationStream {
@@ -54,14 +72,27 @@ impl Stream for GenerationStream {
             return Poll::Pending;
         };
         let item = match event {
-            Some(GenerationEvent::Delta { text, tokens }) => Ok(pb::GenerateEvent {
-                event: Some(pb::generate_event::Event::Delta(pb::TextDelta {
-                    text,
-                    tokens,
-                })),
-            }),
+            Some(GenerationEvent::Delta { text, tokens }) => {
+                if !self.decoding {
+                    self.decoding = true;
+                    self.phase = Some(tracing::info_span!(parent: &self.span, "decode"));
+                }
+                Ok(pb::GenerateEvent {
+                    event: Some(pb::generate_event::Event::Delta(pb::TextDelta {
+                        text,
+                        tokens,
+                    })),
+                })
+            }
             Some(GenerationEvent::Finished(f)) => {
                 self.done = true;
+                self.phase = None;
+                self.metrics.generated(
+                    &self.model,
+                    f.prompt_tokens,
+                    f.cached_prompt_tokens,
+                    f.completion_tokens,
+                );
                 Ok(pb::GenerateEvent {
                     event: Some(pb::generate_event::Event::Finished(pb::GenerateFinished {
                         reason: finish_reason(f.reason) as i32,

@@ -6,6 +6,7 @@ mod generate;
 mod models;
 mod placement;
 mod status;
+mod trace;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::catalog::Catalog;
 use crate::config::ModelConfig;
 use crate::engine::Engine;
 use crate::error::CatalogError;
+use crate::metrics::WorkerMetrics;
 
 pub use drain::{Drain, DrainState};
 
@@ -56,6 +58,7 @@ pub struct WorkerService {
     drain: Arc<DrainState>,
     /// The status last pushed to watchers, shared by all of them.
     pushed: Arc<status::Pushed>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl std::fmt::Debug for WorkerService {
@@ -69,6 +72,7 @@ impl std::fmt::Debug for WorkerService {
 impl WorkerService {
     pub fn new(engine: Arc<dyn Engine>, worker_id: String) -> Self {
         Self {
+            metrics: Arc::new(WorkerMetrics::new(engine.clone(), &worker_id)),
             engine,
             worker_id,
             catalog: None,
@@ -77,6 +81,11 @@ impl WorkerService {
             drain: Arc::default(),
             pushed: Arc::default(),
         }
+    }
+
+    /// Its metrics.
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        self.metrics.clone()
     }
 
     /// What the drain handle and the service share.
@@ -122,7 +131,14 @@ impl Worker for WorkerService {
         request: Request<GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
         self.drain.admit()?;
-        let stream = generate::start(self.engine.as_ref(), request.into_inner()).await?;
+        let span = trace::generate_span(request.metadata(), &request.get_ref().model);
+        let stream = generate::start(
+            self.engine.as_ref(),
+            request.into_inner(),
+            &self.metrics,
+            span,
+        )
+        .await?;
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -190,6 +206,7 @@ impl Worker for WorkerService {
             self.catalog()?.clone(),
             self.engine.clone(),
             request.into_inner(),
+            self.metrics.clone(),
         )?;
         Ok(Response::new(stream))
     }

@@ -67,6 +67,7 @@ pub fn pull(
     catalog: Arc<Catalog>,
     engine: Arc<dyn Engine>,
     request: pb::PullModelRequest,
+    metrics: Arc<crate::metrics::WorkerMetrics>,
 ) -> Result<TransferStream, Status> {
     let reference = catalog
         .store()
@@ -76,10 +77,18 @@ pub fn pull(
         catalog,
         engine,
         move |catalog, progress| async move {
-            let pulled = catalog
+            let pulled = match catalog
                 .registry()
                 .pull(catalog.store(), &reference, progress)
-                .await?;
+                .await
+            {
+                Ok(pulled) => pulled,
+                Err(e) => {
+                    metrics.pulled(None);
+                    return Err(e);
+                }
+            };
+            metrics.pulled(Some(pulled.transferred));
             tracing::info!(
                 reference = %reference,
                 id = %pulled.model.id,

@@ -2,7 +2,7 @@
 //! loads what it is told (a configured model, a stored one, or one it
 //! pulls first) and reports how long it took.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use herd_proto::v1 as pb;
 use tonic::Status;
@@ -11,6 +11,23 @@ use super::WorkerService;
 use crate::error::{CatalogError, EngineError};
 
 pub async fn load(
+    service: &WorkerService,
+    request: pb::LoadModelRequest,
+) -> Result<pb::LoadModelResponse, Status> {
+    let started = Instant::now();
+    let result = load_model(service, request).await;
+    let metrics = &service.metrics;
+    match &result {
+        Ok(response) => metrics.loaded(
+            response.model.as_ref().map(|m| m.name.as_str()),
+            Duration::from_millis(response.load_ms),
+        ),
+        Err(_) => metrics.loaded(None, started.elapsed()),
+    }
+    result
+}
+
+async fn load_model(
     service: &WorkerService,
     request: pb::LoadModelRequest,
 ) -> Result<pb::LoadModelResponse, Status> {
@@ -24,9 +41,18 @@ pub async fn load(
         engine.load(config.clone()).await?;
         config.name.clone()
     } else if let Some(catalog) = &service.catalog {
-        let loaded = catalog.load(engine, &request.model, request.pull).await?;
+        let loaded = match catalog.load(engine, &request.model, request.pull).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                if request.pull && matches!(e, CatalogError::Store(_)) {
+                    service.metrics.pulled(None);
+                }
+                return Err(e.into());
+            }
+        };
         if loaded.pulled {
             pull_ms = started.elapsed().as_millis() as u64;
+            service.metrics.pulled(Some(loaded.pulled_bytes));
         }
         loaded.name
     } else {
@@ -59,6 +85,7 @@ pub async fn unload(
         None => engine.unload(&request.model),
     };
     if unloaded {
+        service.metrics.unloaded(&request.model);
         tracing::info!(model = %request.model, "model unloaded on request");
     }
     Ok(pb::UnloadModelResponse {

@@ -1,0 +1,215 @@
+//! OpenTelemetry traces end to end: `herd serve` on the real model exports
+//! its spans over OTLP/gRPC to a small receiver (a tonic server on
+//! `opentelemetry-proto`'s trace service), one trace per request that
+//! continues the client's `traceparent`, with the worker's spans children
+//! of the gateway's across the gRPC hop.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Herd, MODEL, chat, model_path};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::process::Command;
+
+/// A received span: trace id, span id, parent span id (hex), name.
+#[derive(Debug, Clone)]
+struct Received {
+    trace: String,
+    id: String,
+    parent: String,
+    name: String,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Receiver(Arc<Mutex<Vec<Received>>>);
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[async_trait::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                for span in scope.spans {
+                    spans.push(Received {
+                        trace: hex(&span.trace_id),
+                        id: hex(&span.span_id),
+                        parent: hex(&span.parent_span_id),
+                        name: span.name,
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// Starts the receiver on a free loopback port; returns its URL.
+async fn start_receiver(receiver: Receiver) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_request_is_one_trace_across_the_grpc_hop_continuing_the_clients() {
+    let receiver = Receiver::default();
+    let endpoint = start_receiver(receiver.clone()).await;
+    let store = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
+    command
+        .args(["serve", "--threads", "1", "--parallel", "1"])
+        .arg("--model")
+        .arg(model_path())
+        .args(["--name", MODEL, "--listen", "127.0.0.1:0"])
+        .arg("--store")
+        .arg(store.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let (child, rest) = common::spawn_until_ready(command, "Herd is serving ").await;
+    let url = rest
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .trim_end_matches("/v1")
+        .to_owned();
+    let herd = Herd::attach(child, url);
+    check_one_trace(&herd, &receiver, "4bf92f3577b34da6a3ce929d0e0e4736").await;
+}
+
+#[tokio::test]
+async fn a_standalone_gateway_and_worker_export_one_trace_between_them() {
+    let receiver = Receiver::default();
+    let endpoint = start_receiver(receiver.clone()).await;
+    let store = tempfile::tempdir().unwrap();
+    let mut worker = Command::new(common::pool::binary("herd-worker"));
+    worker
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--worker-id",
+            "w1",
+            "--threads",
+            "1",
+        ])
+        .args(["--parallel", "1", "--name", MODEL])
+        .arg("--model")
+        .arg(model_path())
+        .arg("--store")
+        .arg(store.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let (_worker, rest) = common::spawn_until_ready(worker, "herd-worker w1 listening on ").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n[[workers]]\nid = \"w1\"\nendpoint = \"http://{}\"\n",
+            rest.trim()
+        ),
+    )
+    .unwrap();
+    let mut gateway = Command::new(common::pool::binary("herd-gateway"));
+    gateway
+        .arg("--config")
+        .arg(&config)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let (child, rest) = common::spawn_until_ready(gateway, "herd-gateway listening on ").await;
+    let herd = Herd::attach(child, rest.trim().to_owned());
+    assert!(
+        common::pool::eventually(Duration::from_secs(30), || async {
+            herd.get("/v1/models").await.1["data"]
+                .as_array()
+                .is_some_and(|m| !m.is_empty())
+        })
+        .await,
+        "the gateway never saw the worker's model"
+    );
+    check_one_trace(&herd, &receiver, "0af7651916cd43dd8448eb211c80319c").await;
+}
+
+/// Sends one request with a `traceparent` of `trace` and checks its spans
+/// as received: the gateway's continue the client's, the worker's are
+/// children of the gateway's `dispatch`.
+async fn check_one_trace(herd: &Herd, receiver: &Receiver, trace: &str) {
+    let client_span = "00f067aa0ba902b7";
+    let response = herd
+        .http
+        .post(format!("{}/v1/chat/completions", herd.url))
+        .header("traceparent", format!("00-{trace}-{client_span}-01"))
+        .json(&chat("Name a color.", 4))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Wait for the spans of that trace (exported every 100 ms).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let spans = loop {
+        let spans: Vec<Received> = receiver
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.trace == trace)
+            .cloned()
+            .collect();
+        let names = |n: &str| spans.iter().any(|s| s.name == n);
+        if [
+            "request", "queue", "dispatch", "generate", "prefill", "decode",
+        ]
+        .iter()
+        .all(|n| names(n))
+        {
+            break spans;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "spans of the trace so far: {spans:#?}\nall: {:#?}",
+            receiver.0.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let one = |name: &str| {
+        let found: Vec<&Received> = spans.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "one {name} span: {spans:#?}");
+        found[0].clone()
+    };
+    let request = one("request");
+    assert_eq!(
+        request.parent, client_span,
+        "continues the client's traceparent"
+    );
+    assert_eq!(one("queue").parent, request.id);
+    let dispatch = one("dispatch");
+    assert_eq!(dispatch.parent, request.id);
+    let generate = one("generate");
+    assert_eq!(
+        generate.parent, dispatch.id,
+        "the worker's span is a child of the gateway's across the gRPC hop"
+    );
+    assert_eq!(one("prefill").parent, generate.id);
+    assert_eq!(one("decode").parent, generate.id);
+}
