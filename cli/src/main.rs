@@ -121,10 +121,6 @@ async fn remote(command: Command, remote: client::Remote) -> anyhow::Result<i32>
 
 fn main() {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
-        // Before any thread starts: this may execute the process again.
-        herd_worker::wait_policy::passive_or_reexec();
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("herd")

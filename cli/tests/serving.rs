@@ -242,27 +242,3 @@ async fn the_gateway_config_files_listen_address_is_used() {
     let (status, _) = herd.get("/v1/models").await;
     assert_eq!(status, 200);
 }
-
-/// The environment of process `pid`, as `NAME=value` entries.
-fn environment_of(pid: u32) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    raw.split(|b| *b == 0)
-        .map(|entry| String::from_utf8_lossy(entry).into_owned())
-        .collect()
-}
-
-#[tokio::test]
-async fn llama_threads_wait_passively_unless_the_user_says_otherwise() {
-    // The harness leaves OMP_WAIT_POLICY unset: herd serve sets it and
-    // executes itself again (same pid), before libgomp reads it.
-    assert!(std::env::var_os("OMP_WAIT_POLICY").is_none());
-    let herd = Herd::start(1).await;
-    let env = environment_of(herd.pid());
-    assert!(
-        env.iter().any(|e| e == "OMP_WAIT_POLICY=passive"),
-        "{env:?}"
-    );
-    // It still serves.
-    let (status, body) = herd.post("/v1/chat/completions", &chat("Hi", 2)).await;
-    assert_eq!(status, 200, "{body}");
-}

@@ -20,7 +20,6 @@ pub mod metrics;
 pub mod random;
 pub mod server;
 pub mod service;
-pub mod wait_policy;
 
 pub use catalog::{Catalog, LoadDefaults};
 pub use config::{ModelConfig, WorkerConfig};

@@ -20,7 +20,6 @@ struct Main {
 }
 
 fn main() {
-    herd_worker::wait_policy::passive_or_reexec();
     let main = Main::parse();
     let runtime = tokio::runtime::Runtime::new();
     {

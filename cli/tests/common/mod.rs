@@ -139,11 +139,6 @@ impl Herd {
             .unwrap();
     }
 
-    /// The process id of the running server.
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("still running")
-    }
-
     /// Sends SIGTERM and waits (bounded) for the process to exit.
     pub async fn terminate(self) -> std::process::ExitStatus {
         self.send_signal("TERM");
