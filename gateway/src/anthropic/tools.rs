@@ -88,23 +88,7 @@ pub fn parse(fields: &Fields) -> Result<(Vec<pb::Tool>, Option<pb::ToolChoice>),
             ));
         }
     };
-    if tools.is_empty() {
-        if mode != Mode::Auto {
-            return Err(ApiError::field(
-                "tool_choice",
-                "`tool_choice` needs `tools`",
-            ));
-        }
-        return Ok((Vec::new(), None));
-    }
-    Ok((
-        tools,
-        Some(pb::ToolChoice {
-            mode: mode as i32,
-            function,
-            single_call,
-        }),
-    ))
+    crate::openai::tools::with_choice(tools, mode, function, single_call)
 }
 
 fn tool(tool: &Value, param: &str) -> Result<pb::Tool, ApiError> {

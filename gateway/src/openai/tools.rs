@@ -85,8 +85,20 @@ pub fn parse_tools(fields: &Fields) -> Result<(Vec<pb::Tool>, Option<pb::ToolCho
             ));
         }
     };
+    with_choice(tools, mode, function, single_call)
+}
+
+/// The tools and the choice among them as the worker takes them: no tools
+/// and no choice when there are none (a choice other than `auto` without
+/// tools is refused).
+pub fn with_choice(
+    tools: Vec<pb::Tool>,
+    mode: pb::tool_choice::Mode,
+    function: String,
+    single_call: bool,
+) -> Result<(Vec<pb::Tool>, Option<pb::ToolChoice>), ApiError> {
     if tools.is_empty() {
-        if mode != Mode::Auto {
+        if mode != pb::tool_choice::Mode::Auto {
             return Err(ApiError::field(
                 "tool_choice",
                 "`tool_choice` needs `tools`",
