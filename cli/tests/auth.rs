@@ -143,7 +143,9 @@ async fn keys_roles_and_allow_lists_are_enforced() {
     let (status, body) = (resp.status().as_u16(), resp.json::<Value>().await.unwrap());
     let err = assert_error(status, &body, 401);
     assert_eq!(err["code"], "invalid_api_key");
-    let wrong = format!("{}0", &team_a[..team_a.len() - 1]);
+    // The same key with its last hex digit changed (never to itself).
+    let last = if team_a.ends_with('0') { '1' } else { '0' };
+    let wrong = format!("{}{last}", &team_a[..team_a.len() - 1]);
     let (status, body) = k.post("/v1/chat/completions", &wrong, &chat("Hi", 1)).await;
     assert_eq!(assert_error(status, &body, 401)["code"], "invalid_api_key");
     assert!(
