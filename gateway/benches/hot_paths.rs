@@ -224,5 +224,43 @@ fn keys(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, parse, encode, schedule, keys);
+/// What one streamed request of 16 tokens records in the gateway's
+/// metrics (the account step, queue wait, TTFT, 15 inter-token gaps, token
+/// counts), with the labels already known: the cost metrics add per request.
+fn metrics(c: &mut Criterion) {
+    use herd_gateway::metrics::GatewayMetrics;
+    let metrics = GatewayMetrics::new();
+    let step = || {
+        metrics.queue_waited("ai/smollm2", Duration::from_micros(120));
+        let generation = metrics.generation("ai/smollm2");
+        generation.first_token(Duration::from_millis(40));
+        for _ in 0..15 {
+            generation.next_token(Duration::from_millis(8));
+        }
+        metrics.tokens("ai/smollm2", 31, 16, 0);
+        metrics.request_done(
+            "chat_completions",
+            "ai/smollm2",
+            Some(200),
+            Duration::from_millis(170),
+        );
+    };
+    c.bench_function("metrics/one_request_16_tokens", |b| b.iter(step));
+    let mut samples: Vec<Duration> = (0..20_000)
+        .map(|_| {
+            let started = Instant::now();
+            step();
+            started.elapsed()
+        })
+        .collect();
+    samples.sort();
+    println!(
+        "metrics/one_request_16_tokens: p50 {:?}  p99 {:?}  max {:?} (20000 requests)",
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+        samples[samples.len() - 1]
+    );
+}
+
+criterion_group!(benches, parse, encode, schedule, keys, metrics);
 criterion_main!(benches);
