@@ -137,6 +137,8 @@ async fn metrics_move_by_what_a_known_sequence_of_requests_did() {
     );
     assert_eq!(after.get(&series("herd_worker_slots", &model)), 2.0);
     assert_eq!(after.get(&series("herd_worker_slots_busy", &model)), 0.0);
+    // The finished requests' prompts stay cached in their slots.
+    assert!(after.get(&series("herd_worker_kv_cells_used", &model)) >= prompt / 3.0);
     assert_eq!(after.get("herd_worker_models_loaded"), 1.0);
     assert!(after.get(&series("herd_worker_model_memory_bytes", &model)) > 0.0);
 }

@@ -226,7 +226,7 @@ impl Collector for EngineCollector {
             count.metric_type(),
         )?)?;
         type PerModel = fn(&crate::engine::ModelInfo) -> u64;
-        let per_model: [(&str, &str, PerModel); 3] = [
+        let per_model: [(&str, &str, PerModel); 4] = [
             (
                 "herd_worker_slots",
                 "Generation slots of each loaded model",
@@ -236,6 +236,11 @@ impl Collector for EngineCollector {
                 "herd_worker_slots_busy",
                 "Slots generating now, by model",
                 |m| u64::from(m.slots_busy),
+            ),
+            (
+                "herd_worker_kv_cells_used",
+                "KV cache cells the slots hold (running generations and prompts kept for reuse), by model",
+                |m| m.kv_cells_used,
             ),
             (
                 "herd_worker_model_memory_bytes",

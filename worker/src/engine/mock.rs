@@ -542,6 +542,7 @@ impl Engine for MockEngine {
                 context_size: self.config.context_size,
                 slots_total: self.config.slots,
                 slots_busy: model.busy.load(Ordering::Acquire),
+                kv_cells_used: 0,
                 loaded: true,
                 architecture: "mock".into(),
                 parameters: 0,

@@ -207,6 +207,9 @@ pub struct ModelInfo {
     pub context_size: u32,
     pub slots_total: u32,
     pub slots_busy: u32,
+    /// KV cache cells its slots hold: running generations and the prompts
+    /// kept for reuse (0 where the engine does not count them).
+    pub kv_cells_used: u64,
     pub loaded: bool,
     pub architecture: String,
     pub parameters: u64,

@@ -9,7 +9,7 @@ mod sampler;
 mod template;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -54,6 +54,8 @@ struct ModelRunner {
     settings: RunnerSettings,
     jobs: Sender<Job>,
     busy: Arc<AtomicU32>,
+    /// KV cells its slots hold, as the decode loop last counted.
+    kv_cells: Arc<AtomicU64>,
     /// False once the decode loop has stopped (shutdown or a panic).
     alive: Arc<AtomicBool>,
     loaded_at_unix: i64,
@@ -235,6 +237,8 @@ fn start_model(
     let thread_counters = counters.clone();
     let alive = Arc::new(AtomicBool::new(true));
     let thread_alive = alive.clone();
+    let kv_cells = Arc::new(AtomicU64::new(0));
+    let thread_kv_cells = kv_cells.clone();
     let name = config.name.clone();
     std::thread::Builder::new()
         .name(format!("decode:{}", config.name))
@@ -246,6 +250,7 @@ fn start_model(
                     &thread_settings,
                     &job_rx,
                     &thread_counters,
+                    &thread_kv_cells,
                     |result| {
                         let _ = ready_tx.send(result);
                     },
@@ -276,6 +281,7 @@ fn start_model(
         settings,
         jobs,
         busy: Arc::new(AtomicU32::new(0)),
+        kv_cells,
         alive,
         loaded_at_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -488,6 +494,7 @@ impl Engine for LlamaEngine {
                 context_size: r.settings.context_per_slot,
                 slots_total: r.settings.slots,
                 slots_busy: r.busy.load(Ordering::Acquire),
+                kv_cells_used: r.kv_cells.load(Ordering::Relaxed),
                 loaded: r.alive.load(Ordering::Acquire),
                 architecture: r.model.architecture.clone(),
                 parameters: r.model.parameters,

@@ -8,7 +8,7 @@
 //! with its prompt and computes only the rest.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
@@ -101,6 +101,7 @@ pub fn run(
     settings: &RunnerSettings,
     jobs: &Receiver<Job>,
     counters: &Counters,
+    kv_cells: &AtomicU64,
     ready: impl FnOnce(Result<(), EngineError>),
 ) {
     let n_ctx = settings.context_per_slot.saturating_mul(settings.slots);
@@ -137,6 +138,7 @@ pub fn run(
             return;
         }
         drop_cancelled(&mut slots, counters);
+        record_kv_cells(&slots, kv_cells);
         if slots.iter().all(|s| s.active.is_none()) {
             continue;
         }
@@ -152,7 +154,15 @@ pub fn run(
             continue;
         }
         sample_and_emit(model, &mut slots, &mut ctx, settings, counters);
+        record_kv_cells(&slots, kv_cells);
     }
+}
+
+/// Publishes how many KV cells the slots hold (running generations and
+/// the prompts kept for reuse), for the worker's metrics.
+fn record_kv_cells(slots: &[Slot], kv_cells: &AtomicU64) {
+    let cells: usize = slots.iter().map(|s| s.kv.len()).sum();
+    kv_cells.store(cells as u64, Ordering::Relaxed);
 }
 
 /// Moves newly admitted jobs into free slots. Blocks while nothing is active.
