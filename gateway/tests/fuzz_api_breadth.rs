@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod mutation;
+
+use mutation::mutate;
+
 use herd_gateway::{anthropic, ollama, responses};
 
 /// Valid bodies to mutate.
@@ -41,24 +45,6 @@ const TOKENS: [&str; 22] = [
     "\"ünï\"",
 ];
 
-fn mutate(seed: &str, edits: &[(u16, u8, bool)]) -> Vec<u8> {
-    let mut bytes = seed.as_bytes().to_vec();
-    for (at, pick, delete) in edits {
-        if bytes.is_empty() {
-            break;
-        }
-        let at = usize::from(*at) % bytes.len();
-        if *delete {
-            let end = (at + usize::from(*pick % 8) + 1).min(bytes.len());
-            bytes.drain(at..end);
-        } else {
-            let token = TOKENS[usize::from(*pick) % TOKENS.len()];
-            bytes.splice(at..at, token.bytes());
-        }
-    }
-    bytes
-}
-
 fn parse_all(body: &[u8]) {
     let known = ["model", "name", "stream", "insecure", "verbose"];
     let errors = [
@@ -83,6 +69,10 @@ fn fuzz_api_breadth_request_parsers() {
         .with_iterations(4000)
         .for_each(|(seed, edits, raw)| match raw {
             Some(raw) => parse_all(raw),
-            None => parse_all(&mutate(SEEDS[usize::from(*seed) % SEEDS.len()], edits)),
+            None => parse_all(&mutate(
+                SEEDS[usize::from(*seed) % SEEDS.len()],
+                edits,
+                &TOKENS,
+            )),
         });
 }

@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod mutation;
+
+use mutation::mutate;
+
 use herd_gateway::openai::{embeddings::parse_embeddings, parse_chat, parse_completion};
 
 /// Valid bodies to mutate.
@@ -43,24 +47,6 @@ const TOKENS: [&str; 24] = [
     "\"ünï\"",
 ];
 
-fn mutate(seed: &str, edits: &[(u16, u8, bool)]) -> Vec<u8> {
-    let mut bytes = seed.as_bytes().to_vec();
-    for (at, pick, delete) in edits {
-        if bytes.is_empty() {
-            break;
-        }
-        let at = usize::from(*at) % bytes.len();
-        if *delete {
-            let end = (at + usize::from(*pick % 8) + 1).min(bytes.len());
-            bytes.drain(at..end);
-        } else {
-            let token = TOKENS[usize::from(*pick) % TOKENS.len()];
-            bytes.splice(at..at, token.bytes());
-        }
-    }
-    bytes
-}
-
 fn parse_all(body: &[u8]) {
     for result in [parse_chat(body).err(), parse_completion(body).err()]
         .into_iter()
@@ -82,6 +68,10 @@ fn fuzz_openai_request_parsers() {
         .with_iterations(4000)
         .for_each(|(seed, edits, raw)| match raw {
             Some(raw) => parse_all(raw),
-            None => parse_all(&mutate(SEEDS[usize::from(*seed) % SEEDS.len()], edits)),
+            None => parse_all(&mutate(
+                SEEDS[usize::from(*seed) % SEEDS.len()],
+                edits,
+                &TOKENS,
+            )),
         });
 }

@@ -459,24 +459,13 @@ impl SchedulerCore {
             });
             let retry_after = model.backoff;
             model.backoff = (model.backoff * 2).min(MAX_BACKOFF);
-            let waiting: Vec<u64> = model
-                .queue
-                .drain()
-                .into_iter()
-                .map(|w| w.seq)
-                .chain(model.slotless.drain(..))
-                .collect();
-            for ticket in waiting {
-                self.tickets.remove(&ticket);
-                model.stats.rejected += 1;
-                self.effects.push(Effect::Rejected {
-                    ticket,
-                    rejection: Rejection::LoadFailed {
-                        failure: failure.clone(),
-                        retry_after,
-                    },
-                });
-            }
+            self.reject_waiting(
+                &order.model,
+                &Rejection::LoadFailed {
+                    failure,
+                    retry_after,
+                },
+            );
         }
         self.schedule(now);
     }

@@ -108,6 +108,11 @@ impl SchedulerCore {
         if largest == 0 {
             return;
         }
+        self.reject_waiting(key, &Rejection::TooLarge { need, largest });
+    }
+
+    /// Turns away every request waiting for `key` with `rejection`.
+    pub(super) fn reject_waiting(&mut self, key: &ModelKey, rejection: &Rejection) {
         let Some(model) = self.models.get_mut(key) else {
             return;
         };
@@ -123,7 +128,7 @@ impl SchedulerCore {
             model.stats.rejected += 1;
             self.effects.push(Effect::Rejected {
                 ticket,
-                rejection: Rejection::TooLarge { need, largest },
+                rejection: rejection.clone(),
             });
         }
     }
