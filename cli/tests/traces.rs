@@ -150,16 +150,134 @@ async fn a_standalone_gateway_and_worker_export_one_trace_between_them() {
     check_one_trace(&herd, &receiver, "0af7651916cd43dd8448eb211c80319c").await;
 }
 
+#[tokio::test]
+async fn a_model_load_shows_in_the_trace_of_the_request_that_waited_for_it() {
+    let receiver = Receiver::default();
+    let endpoint = start_receiver(receiver.clone()).await;
+    // The model is in the worker's store, not loaded: the first request
+    // waits while the gateway has it loaded.
+    let store = tempfile::tempdir().unwrap();
+    let packaged = std::process::Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["package", "--gguf"])
+        .arg(model_path())
+        .arg("--store")
+        .arg(store.path())
+        .arg("traced/smollm2:v1")
+        .output()
+        .unwrap();
+    assert!(packaged.status.success(), "{packaged:?}");
+    let mut worker = Command::new(common::pool::binary("herd-worker"));
+    worker
+        .args(["--listen", "127.0.0.1:0", "--worker-id", "w1"])
+        .args(["--threads", "1", "--parallel", "1"])
+        .arg("--store")
+        .arg(store.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let (_worker, rest) = common::spawn_until_ready(worker, "herd-worker w1 listening on ").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n[[workers]]\nid = \"w1\"\nendpoint = \"http://{}\"\n",
+            rest.trim()
+        ),
+    )
+    .unwrap();
+    let mut gateway = Command::new(common::pool::binary("herd-gateway"));
+    gateway
+        .arg("--config")
+        .arg(&config)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let (child, rest) = common::spawn_until_ready(gateway, "herd-gateway listening on ").await;
+    let herd = Herd::attach(child, rest.trim().to_owned());
+    assert!(
+        common::pool::eventually(Duration::from_secs(30), || async {
+            herd.get("/v1/models").await.1["data"]
+                .as_array()
+                .is_some_and(|m| !m.is_empty())
+        })
+        .await,
+        "the gateway never saw the worker's stored model"
+    );
+    let trace = "5d3b0e4b8a1c2d3e4f5a6b7c8d9e0f1a";
+    let spans = send_traced(
+        &herd,
+        &receiver,
+        trace,
+        "traced/smollm2:v1",
+        &["load", "load_model"],
+    )
+    .await;
+    let one = |name: &str| {
+        let found: Vec<&Received> = spans.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "one {name} span: {spans:#?}");
+        found[0].clone()
+    };
+    let load = one("load");
+    assert_eq!(
+        load.parent,
+        one("queue").id,
+        "the load is a child of the waiting request's queue span"
+    );
+    assert_eq!(
+        one("load_model").parent,
+        load.id,
+        "the worker's load is a child of the gateway's across the gRPC hop"
+    );
+    assert_eq!(one("generate").parent, one("dispatch").id);
+}
+
 /// Sends one request with a `traceparent` of `trace` and checks its spans
 /// as received: the gateway's continue the client's, the worker's are
 /// children of the gateway's `dispatch`.
 async fn check_one_trace(herd: &Herd, receiver: &Receiver, trace: &str) {
-    let client_span = "00f067aa0ba902b7";
+    let spans = send_traced(herd, receiver, trace, MODEL, &[]).await;
+
+    let one = |name: &str| {
+        let found: Vec<&Received> = spans.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "one {name} span: {spans:#?}");
+        found[0].clone()
+    };
+    let request = one("request");
+    assert_eq!(
+        request.parent, CLIENT_SPAN,
+        "continues the client's traceparent"
+    );
+    assert_eq!(one("queue").parent, request.id);
+    let dispatch = one("dispatch");
+    assert_eq!(dispatch.parent, request.id);
+    let generate = one("generate");
+    assert_eq!(
+        generate.parent, dispatch.id,
+        "the worker's span is a child of the gateway's across the gRPC hop"
+    );
+    assert_eq!(one("prefill").parent, generate.id);
+    assert_eq!(one("decode").parent, generate.id);
+}
+
+/// The client's span id in the `traceparent` the tests send.
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// Sends one chat request for `model` with a `traceparent` of `trace` and
+/// returns the spans of that trace once the usual ones and `extra` have
+/// all been received.
+async fn send_traced(
+    herd: &Herd,
+    receiver: &Receiver,
+    trace: &str,
+    model: &str,
+    extra: &[&str],
+) -> Vec<Received> {
+    let mut body = chat("Name a color.", 4);
+    body["model"] = model.into();
     let response = herd
         .http
         .post(format!("{}/v1/chat/completions", herd.url))
-        .header("traceparent", format!("00-{trace}-{client_span}-01"))
-        .json(&chat("Name a color.", 4))
+        .header("traceparent", format!("00-{trace}-{CLIENT_SPAN}-01"))
+        .json(&body)
         .send()
         .await
         .unwrap();
@@ -167,7 +285,7 @@ async fn check_one_trace(herd: &Herd, receiver: &Receiver, trace: &str) {
 
     // Wait for the spans of that trace (exported every 100 ms).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let spans = loop {
+    loop {
         let spans: Vec<Received> = receiver
             .0
             .lock()
@@ -181,9 +299,10 @@ async fn check_one_trace(herd: &Herd, receiver: &Receiver, trace: &str) {
             "request", "queue", "dispatch", "generate", "prefill", "decode",
         ]
         .iter()
+        .chain(extra)
         .all(|n| names(n))
         {
-            break spans;
+            return spans;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -191,25 +310,5 @@ async fn check_one_trace(herd: &Herd, receiver: &Receiver, trace: &str) {
             receiver.0.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let one = |name: &str| {
-        let found: Vec<&Received> = spans.iter().filter(|s| s.name == name).collect();
-        assert_eq!(found.len(), 1, "one {name} span: {spans:#?}");
-        found[0].clone()
-    };
-    let request = one("request");
-    assert_eq!(
-        request.parent, client_span,
-        "continues the client's traceparent"
-    );
-    assert_eq!(one("queue").parent, request.id);
-    let dispatch = one("dispatch");
-    assert_eq!(dispatch.parent, request.id);
-    let generate = one("generate");
-    assert_eq!(
-        generate.parent, dispatch.id,
-        "the worker's span is a child of the gateway's across the gRPC hop"
-    );
-    assert_eq!(one("prefill").parent, generate.id);
-    assert_eq!(one("decode").parent, generate.id);
+    }
 }

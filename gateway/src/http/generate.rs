@@ -191,6 +191,10 @@ fn release(generation: Generation) {
         mut events, lease, ..
     } = generation;
     drop(lease);
+    // The trailers usually came with `finished`: then no task is needed.
+    if matches!(events.message().now_or_never(), Some(Ok(None) | Err(_))) {
+        return;
+    }
     tokio::spawn(async move {
         let drain = async { while let Ok(Some(_)) = events.message().await {} };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;

@@ -14,6 +14,7 @@ use herd_state::{Claim, ClaimGuard, Claims};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 
 use super::core::{
     Effect, Enqueue, Grant, Limits, LoadOrder, ModelReport, Outcome, Rejection, SchedulerCore,
@@ -52,14 +53,17 @@ enum Claimed {
 /// What the state machine ordered, for the order runner.
 #[derive(Debug)]
 enum Order {
-    Load(LoadOrder),
+    /// A load, with the span of the longest-waiting request for the model
+    /// (its `queue` span): the load's span is its child, so the load shows
+    /// in that request's trace.
+    Load(LoadOrder, tracing::Span),
     Unload(UnloadOrder),
 }
 
 impl Order {
     fn worker(&self) -> &Arc<str> {
         match self {
-            Self::Load(order) => &order.worker,
+            Self::Load(order, _) => &order.worker,
             Self::Unload(order) => &order.worker,
         }
     }
@@ -68,7 +72,28 @@ impl Order {
 #[derive(Debug)]
 struct Inner {
     core: SchedulerCore,
-    waiting: HashMap<u64, oneshot::Sender<Reply>>,
+    waiting: HashMap<u64, Waiting>,
+}
+
+/// Where a queued request's grant goes, and what its trace needs.
+#[derive(Debug)]
+struct Waiting {
+    reply: oneshot::Sender<Reply>,
+    model: ModelKey,
+    /// The request's `queue` span (disabled when nothing records it).
+    span: tracing::Span,
+}
+
+impl Inner {
+    /// The span of the longest-waiting request for `model` (tickets grow
+    /// with arrival); a disabled span if none waits.
+    fn cause_of(&self, model: &ModelKey) -> tracing::Span {
+        self.waiting
+            .iter()
+            .filter(|(_, w)| w.model == *model && !w.span.is_disabled())
+            .min_by_key(|(ticket, _)| **ticket)
+            .map_or_else(tracing::Span::none, |(_, w)| w.span.clone())
+    }
 }
 
 /// The pool scheduler.
@@ -272,7 +297,14 @@ impl Scheduler {
                 },
                 now,
             );
-            inner.waiting.insert(ticket, tx);
+            inner.waiting.insert(
+                ticket,
+                Waiting {
+                    reply: tx,
+                    model: model.key.clone(),
+                    span: tracing::Span::current(),
+                },
+            );
             self.settle(&mut inner);
             ticket
         };
@@ -371,7 +403,7 @@ impl Scheduler {
                         let delivered = inner
                             .waiting
                             .remove(&ticket)
-                            .map(|tx| tx.send(Ok(grant.clone())));
+                            .map(|w| w.reply.send(Ok(grant.clone())));
                         if !matches!(delivered, Some(Ok(()))) {
                             inner.core.release(
                                 &grant,
@@ -382,12 +414,13 @@ impl Scheduler {
                         }
                     }
                     Effect::Rejected { ticket, rejection } => {
-                        if let Some(tx) = inner.waiting.remove(&ticket) {
-                            let _ = tx.send(Err(rejection));
+                        if let Some(w) = inner.waiting.remove(&ticket) {
+                            let _ = w.reply.send(Err(rejection));
                         }
                     }
                     Effect::Load(order) => {
-                        let _ = self.orders.send(Order::Load(order));
+                        let cause = inner.cause_of(&order.model);
+                        let _ = self.orders.send(Order::Load(order, cause));
                     }
                     Effect::Unload(order) => {
                         let _ = self.orders.send(Order::Unload(order));
@@ -407,60 +440,78 @@ impl Scheduler {
                     self.metrics.unloaded(&order.name);
                 }
             }
-            Order::Load(order) => {
-                let claim = match self.claim(&order).await {
-                    Claimed::Here(claim) => claim,
-                    Claimed::Elsewhere => return,
-                };
-                for victim in &order.evict {
-                    let revision = self.unload(victim).await;
-                    self.with_core(|core| core.unload_done(victim, revision));
-                    if revision != 0 {
-                        self.metrics.unloaded(&victim.name);
-                    }
-                }
-                let result = match self.roster.client(&order.worker) {
-                    Some(mut client) => client
-                        .load_model(pb::LoadModelRequest {
-                            model: order.name.clone(),
-                            pull: order.pull,
-                        })
-                        .await
-                        .map(tonic::Response::into_inner),
-                    None => Err(tonic::Status::unavailable("the worker left the pool")),
-                };
-                let now = Instant::now();
-                match result {
-                    Ok(pb::LoadModelResponse {
-                        model: Some(loaded),
-                        revision,
-                        pull_ms,
-                        load_ms,
-                    }) => {
-                        tracing::info!(model = %order.name, worker = %order.worker, pull_ms, load_ms, "model loaded");
-                        self.metrics.load_done(
-                            &order.name,
-                            Some(Duration::from_millis(pull_ms.saturating_add(load_ms))),
-                        );
-                        self.with_core(|core| core.load_done(&order, &loaded, revision, now));
-                    }
-                    Ok(_) => {
-                        let failure = WorkerFailure::from_status(&tonic::Status::internal(
-                            "the worker did not describe the loaded model",
-                        ));
-                        self.with_core(|core| core.load_failed(&order, failure, now));
-                    }
-                    Err(status) => {
-                        tracing::warn!(model = %order.name, worker = %order.worker, %status, "model load failed");
-                        self.metrics.load_done(&order.name, None);
-                        let failure = WorkerFailure::from_status(&status);
-                        self.with_core(|core| core.load_failed(&order, failure, now));
-                    }
-                }
-                if let Some(claim) = claim {
-                    claim.release().await;
-                }
+            Order::Load(order, cause) => {
+                let span = tracing::info_span!(
+                    parent: &cause,
+                    "load",
+                    model = %order.name,
+                    worker = %order.worker,
+                    pull = order.pull,
+                    evict = order.evict.len(),
+                );
+                self.load(order).instrument(span).await;
             }
+        }
+    }
+
+    /// Carries out a load order: claims it, evicts what it names, loads.
+    async fn load(&self, order: LoadOrder) {
+        let claim = match self.claim(&order).await {
+            Claimed::Here(claim) => claim,
+            Claimed::Elsewhere => return,
+        };
+        for victim in &order.evict {
+            let unload = tracing::info_span!("unload", model = %victim.name);
+            let revision = self.unload(victim).instrument(unload).await;
+            self.with_core(|core| core.unload_done(victim, revision));
+            if revision != 0 {
+                self.metrics.unloaded(&victim.name);
+            }
+        }
+        let result = match self.roster.client(&order.worker) {
+            Some(mut client) => {
+                let mut request = tonic::Request::new(pb::LoadModelRequest {
+                    model: order.name.clone(),
+                    pull: order.pull,
+                });
+                crate::traces::inject(request.metadata_mut());
+                client
+                    .load_model(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+            None => Err(tonic::Status::unavailable("the worker left the pool")),
+        };
+        let now = Instant::now();
+        match result {
+            Ok(pb::LoadModelResponse {
+                model: Some(loaded),
+                revision,
+                pull_ms,
+                load_ms,
+            }) => {
+                tracing::info!(model = %order.name, worker = %order.worker, pull_ms, load_ms, "model loaded");
+                self.metrics.load_done(
+                    &order.name,
+                    Some(Duration::from_millis(pull_ms.saturating_add(load_ms))),
+                );
+                self.with_core(|core| core.load_done(&order, &loaded, revision, now));
+            }
+            Ok(_) => {
+                let failure = WorkerFailure::from_status(&tonic::Status::internal(
+                    "the worker did not describe the loaded model",
+                ));
+                self.with_core(|core| core.load_failed(&order, failure, now));
+            }
+            Err(status) => {
+                tracing::warn!(model = %order.name, worker = %order.worker, %status, "model load failed");
+                self.metrics.load_done(&order.name, None);
+                let failure = WorkerFailure::from_status(&status);
+                self.with_core(|core| core.load_failed(&order, failure, now));
+            }
+        }
+        if let Some(claim) = claim {
+            claim.release().await;
         }
     }
 

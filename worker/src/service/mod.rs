@@ -18,6 +18,7 @@ use herd_proto::v1::{
     EmbedRequest, EmbedResponse, GenerateEvent, GenerateRequest, StatusRequest, StatusResponse,
 };
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::catalog::Catalog;
 use crate::config::ModelConfig;
@@ -182,9 +183,13 @@ impl Worker for WorkerService {
         request: Request<pb::LoadModelRequest>,
     ) -> Result<Response<pb::LoadModelResponse>, Status> {
         self.drain.admit()?;
-        Ok(Response::new(
-            placement::load(self, request.into_inner()).await?,
-        ))
+        let span = trace::load_span(request.metadata(), &request.get_ref().model);
+        let loaded = placement::load(self, request.into_inner())
+            .instrument(span.clone())
+            .await?;
+        span.record("pull_ms", loaded.pull_ms);
+        span.record("load_ms", loaded.load_ms);
+        Ok(Response::new(loaded))
     }
 
     async fn unload_model(

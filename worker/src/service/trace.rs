@@ -10,7 +10,26 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The span of one generation, child of the caller's span if it sent one.
 pub fn generate_span(metadata: &tonic::metadata::MetadataMap, model: &str) -> tracing::Span {
-    let span = tracing::info_span!("generate", model = %model);
+    continued(tracing::info_span!("generate", model = %model), metadata)
+}
+
+/// The span of a model load the gateway ordered (`LoadModel`): a child of
+/// the gateway's `load` span, itself in the trace of the request that
+/// waited for the model.
+pub fn load_span(metadata: &tonic::metadata::MetadataMap, model: &str) -> tracing::Span {
+    continued(
+        tracing::info_span!(
+            "load_model",
+            model = %model,
+            pull_ms = tracing::field::Empty,
+            load_ms = tracing::field::Empty,
+        ),
+        metadata,
+    )
+}
+
+/// `span`, made a child of the caller's span if it sent a `traceparent`.
+fn continued(span: tracing::Span, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
     if metadata.contains_key("traceparent") {
         let cx = TraceContextPropagator::new().extract(&MetadataExtractor(metadata));
         let _ = span.set_parent(cx);
