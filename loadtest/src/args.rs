@@ -85,6 +85,13 @@ pub struct Args {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// An API key sent as `Authorization: Bearer …` to HTTP targets.
+    #[arg(long, env = "HERD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// A PEM CA certificate that https:// targets' certificates must chain
+    /// to (instead of the system's roots).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// A bad option, naming it.
@@ -110,17 +117,13 @@ impl Target {
         if let Some(rest) = url.strip_prefix("grpc://") {
             return Ok(Self::Grpc(format!("http://{rest}")));
         }
-        if url.starts_with("http://") {
+        if url.starts_with("http://") || url.starts_with("https://") {
             return Ok(Self::Http(url.trim_end_matches("/v1").to_owned()));
         }
-        let reason = if url.starts_with("https://") {
-            format!(
-                "`{url}`: herd-loadtest speaks plain HTTP only (it measures the server, not TLS)"
-            )
-        } else {
-            format!("`{url}` is not http:// or grpc://")
-        };
-        Err(ArgsError { option, reason })
+        Err(ArgsError {
+            option,
+            reason: format!("`{url}` is not http://, https:// or grpc://"),
+        })
     }
 }
 
@@ -253,9 +256,12 @@ mod tests {
             Target::parse("target", "grpc://h:2").unwrap(),
             Target::Grpc("http://h:2".into())
         );
-        assert!(Target::parse("target", "h:3").is_err());
-        let err = Target::parse("target", "https://h:4").unwrap_err();
-        assert!(err.reason.contains("plain HTTP"), "{}", err.reason);
+        assert_eq!(
+            Target::parse("target", "https://h:4").unwrap(),
+            Target::Http("https://h:4".into())
+        );
+        let err = Target::parse("target", "h:3").unwrap_err();
+        assert!(err.reason.contains("is not http://"), "{}", err.reason);
     }
 
     #[test]

@@ -40,10 +40,14 @@ fn progress(args: &Args, message: String) -> ProgressBar {
 /// Runs the load test `args` describe and returns its report.
 pub async fn run(args: &Args) -> Result<Report, RunError> {
     let plan = args.plan()?;
+    let options = crate::client::http::HttpOptions {
+        api_key: args.api_key.clone(),
+        ca_cert: args.ca_cert.clone(),
+    };
     let clients = plan
         .targets
         .iter()
-        .map(|(_, t)| Client::new(t, plan.timeout).map(Arc::new))
+        .map(|(_, t)| Client::new(t, plan.timeout, &options).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     let scenarios: Vec<Arc<Scenario>> = clients
         .iter()

@@ -95,13 +95,36 @@ struct Message {
     content: Option<String>,
 }
 
+/// What HTTP targets need besides their URL.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Sent as `Authorization: Bearer …`.
+    pub api_key: Option<String>,
+    /// The CA that https:// targets' certificates chain to.
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
 impl HttpClient {
-    pub fn new(base: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+    pub fn new(base: &str, timeout: Duration, options: &HttpOptions) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder()
             .tcp_nodelay(true)
-            .pool_max_idle_per_host(usize::MAX)
-            .build()
-            .map_err(ClientError::Http)?;
+            .pool_max_idle_per_host(usize::MAX);
+        if let Some(key) = &options.api_key {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|e| ClientError::ApiKey(e.to_string()))?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(path) = &options.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| ClientError::CaCert(path.clone(), e.to_string()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| ClientError::CaCert(path.clone(), e.to_string()))?;
+            builder = builder.tls_certs_only([cert]);
+        }
+        let http = builder.build().map_err(ClientError::Http)?;
         Ok(Self {
             http,
             url: format!("{base}/v1/chat/completions"),

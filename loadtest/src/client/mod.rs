@@ -122,9 +122,13 @@ pub enum Client {
 }
 
 impl Client {
-    pub fn new(target: &Target, timeout: Duration) -> Result<Self, ClientError> {
+    pub fn new(
+        target: &Target,
+        timeout: Duration,
+        options: &http::HttpOptions,
+    ) -> Result<Self, ClientError> {
         Ok(match target {
-            Target::Http(base) => Self::Http(http::HttpClient::new(base, timeout)?),
+            Target::Http(base) => Self::Http(http::HttpClient::new(base, timeout, options)?),
             Target::Grpc(endpoint) => Self::Grpc(grpc::GrpcClient::new(endpoint, timeout)?),
         })
     }
@@ -145,6 +149,10 @@ pub enum ClientError {
     Http(#[source] reqwest::Error),
     #[error("invalid gRPC endpoint: {0}")]
     Grpc(#[source] tonic::transport::Error),
+    #[error("invalid API key: {0}")]
+    ApiKey(String),
+    #[error("cannot read the CA certificate {0}: {1}")]
+    CaCert(std::path::PathBuf, String),
 }
 
 #[cfg(test)]
