@@ -1,13 +1,16 @@
-//! `herd keys create|list|revoke --file PATH`: the gateway's API keys
-//! (docs/security.md). The file keeps SHA-256 digests only; `create`
-//! prints the new key once. A running gateway picks changes up within
-//! seconds.
+//! `herd keys create|list|revoke`: the gateway's API keys
+//! (docs/security.md), in a keys file (`--file`) or, for a cluster, in its
+//! etcd (`--etcd`; gateways with `keys_from_etcd` follow them). Only
+//! SHA-256 digests are kept; `create` prints the new key once. Running
+//! gateways pick changes up within seconds.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use herd_gateway::auth::{KeyRecord, KeysFile, Limits, Role, keys};
+use herd_gateway::auth::{KeyRecord, KeysFile, Limits, Role, etcd, keys};
+use herd_gateway::state::{Created, Keys, StateStore};
 
 use crate::table;
 
@@ -17,12 +20,25 @@ pub struct KeysArgs {
     command: KeysCommand,
 }
 
-/// Where the keys live.
+/// Where the keys live: a file, or the cluster's etcd.
 #[derive(Debug, Args)]
-struct FileArg {
+#[group(required = true, multiple = false)]
+struct Place {
     /// The keys file (the gateway's `keys_file`, `--keys-file`).
     #[arg(long, env = "HERD_KEYS_FILE")]
-    file: PathBuf,
+    file: Option<PathBuf>,
+    /// The cluster's etcd endpoints (comma-separated), for gateways with
+    /// `keys_from_etcd`.
+    #[arg(
+        long,
+        env = "HERD_ETCD",
+        value_name = "URL[,URL…]",
+        value_delimiter = ','
+    )]
+    etcd: Vec<String>,
+    /// Key prefix in etcd (default `/herd/`), as the gateways'.
+    #[arg(long, env = "HERD_ETCD_PREFIX", requires = "etcd")]
+    etcd_prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,7 +48,7 @@ enum KeysCommand {
         /// The key's name: the tenant its requests are queued as.
         name: String,
         #[command(flatten)]
-        file: FileArg,
+        place: Place,
         /// `admin` may also pull, push, tag and delete models, and unload.
         #[arg(long, value_enum, default_value = "user")]
         role: RoleArg,
@@ -54,14 +70,14 @@ enum KeysCommand {
     #[command(alias = "ls")]
     List {
         #[command(flatten)]
-        file: FileArg,
+        place: Place,
     },
     /// Remove a key by name.
     #[command(alias = "rm")]
     Revoke {
         name: String,
         #[command(flatten)]
-        file: FileArg,
+        place: Place,
     },
 }
 
@@ -71,11 +87,109 @@ enum RoleArg {
     Admin,
 }
 
-pub fn run(args: KeysArgs) -> anyhow::Result<()> {
+/// The keys' home, opened.
+enum Home {
+    File(PathBuf),
+    Etcd(Arc<dyn StateStore>, Keys),
+}
+
+impl Home {
+    async fn open(place: Place) -> anyhow::Result<Self> {
+        if let Some(file) = place.file {
+            return Ok(Self::File(file));
+        }
+        let endpoints = herd_gateway::state::settings::split_endpoints(&place.etcd);
+        herd_gateway::state::settings::check_endpoints(&endpoints)
+            .map_err(|reason| anyhow::anyhow!("--etcd: {reason}"))?;
+        let store = herd_gateway::state::connect(&endpoints)
+            .await
+            .context("cannot reach etcd")?;
+        let prefix = place
+            .etcd_prefix
+            .unwrap_or_else(|| herd_gateway::state::DEFAULT_PREFIX.to_owned());
+        Ok(Self::Etcd(store, Keys::new(&prefix)))
+    }
+
+    async fn list(&self) -> anyhow::Result<Vec<KeyRecord>> {
+        match self {
+            Self::File(path) => Ok(KeysFile::load_or_empty(path)?.keys),
+            Self::Etcd(store, keys) => {
+                let listing = store.list(&keys.api_keys()).await?;
+                Ok(listing
+                    .items
+                    .iter()
+                    .filter_map(|kv| etcd::decode(&kv.key, &kv.value))
+                    .collect())
+            }
+        }
+    }
+
+    /// Adds `record`; fails if its name is taken.
+    async fn create(&self, record: KeyRecord) -> anyhow::Result<()> {
+        let name = record.name.clone();
+        let taken = || {
+            anyhow::anyhow!("a key named `{name}` exists; revoke it first or choose another name")
+        };
+        match self {
+            Self::File(path) => {
+                let mut file = KeysFile::load_or_empty(path)?;
+                if file.keys.iter().any(|k| k.name == name) {
+                    return Err(taken());
+                }
+                file.keys.push(record);
+                file.validate()?;
+                file.save(path)?;
+            }
+            Self::Etcd(store, keys) => {
+                KeysFile {
+                    keys: vec![record.clone()],
+                }
+                .validate()?;
+                match store
+                    .create(&keys.api_key(&name), etcd::encode(&record), None)
+                    .await?
+                {
+                    Created::Created(_) => {}
+                    Created::Exists(_) => return Err(taken()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the key named `name`; fails if there is none.
+    async fn revoke(&self, name: &str) -> anyhow::Result<()> {
+        match self {
+            Self::File(path) => {
+                let mut file = KeysFile::load(path)?;
+                let before = file.keys.len();
+                file.keys.retain(|k| k.name != name);
+                if file.keys.len() == before {
+                    bail!("no key named `{name}` in {}", path.display());
+                }
+                file.save(path)?;
+            }
+            Self::Etcd(store, keys) => {
+                let key = keys.api_key(name);
+                let listing = store.list(&key).await?;
+                let Some(found) = listing.items.iter().find(|kv| kv.key == key) else {
+                    bail!("no key named `{name}` in etcd under {}", keys.api_keys());
+                };
+                // Only the record read: a key re-created meanwhile stays.
+                if !store.delete_at(&key, found.mod_revision).await? {
+                    bail!("the key `{name}` changed meanwhile; list the keys and try again");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
     match args.command {
         KeysCommand::Create {
             name,
-            file,
+            place,
             role,
             models,
             rpm,
@@ -84,10 +198,6 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
         } => {
             if let Err(reason) = keys::check_name(&name) {
                 bail!("the key name {reason}");
-            }
-            let mut keys_file = KeysFile::load_or_empty(&file.file)?;
-            if keys_file.keys.iter().any(|k| k.name == name) {
-                bail!("a key named `{name}` exists; revoke it first or choose another name");
             }
             let role = match role {
                 RoleArg::User => Role::User,
@@ -98,22 +208,19 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
                 tokens_per_minute: tpm,
                 max_concurrent: concurrency,
             };
+            let home = Home::open(place).await?;
             let key = keys::generate();
-            keys_file
-                .keys
-                .push(KeyRecord::new(&name, role, &key, models, limits));
-            keys_file.validate()?;
-            keys_file.save(&file.file)?;
+            home.create(KeyRecord::new(&name, role, &key, models, limits))
+                .await?;
             eprintln!(
                 "Created key `{name}` ({}). It is shown only now:",
                 role.as_str()
             );
             println!("{key}");
         }
-        KeysCommand::List { file } => {
-            let keys_file = KeysFile::load_or_empty(&file.file)?;
-            let rows: Vec<Vec<String>> = keys_file
-                .keys
+        KeysCommand::List { place } => {
+            let records = Home::open(place).await?.list().await?;
+            let rows: Vec<Vec<String>> = records
                 .iter()
                 .map(|k| {
                     let limit = |v: Option<String>| v.unwrap_or_else(|| "-".into());
@@ -146,14 +253,8 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
                 )
             );
         }
-        KeysCommand::Revoke { name, file } => {
-            let mut keys_file = KeysFile::load(&file.file)?;
-            let before = keys_file.keys.len();
-            keys_file.keys.retain(|k| k.name != name);
-            if keys_file.keys.len() == before {
-                bail!("no key named `{name}` in {}", file.file.display());
-            }
-            keys_file.save(&file.file)?;
+        KeysCommand::Revoke { name, place } => {
+            Home::open(place).await?.revoke(&name).await?;
             eprintln!("Revoked key `{name}`.");
         }
     }

@@ -142,7 +142,7 @@ fn main() {
             Command::Gateway(args) => runtime.block_on(herd_gateway::cli::run(args)),
             Command::Worker(args) => runtime.block_on(herd_worker::cli::run(*args)),
             Command::Package(args) => runtime.block_on(package::run(args)).map(|()| 0),
-            Command::Keys(args) => keys::run(args).map(|()| 0),
+            Command::Keys(args) => runtime.block_on(keys::run(args)).map(|()| 0),
             Command::Completion { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "herd", &mut std::io::stdout());
                 Ok(0)

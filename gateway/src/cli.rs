@@ -48,6 +48,10 @@ pub struct GatewayArgs {
     /// but /healthz and /readyz needs a key. Overrides `keys_file`.
     #[arg(long, env = "HERD_KEYS_FILE")]
     keys_file: Option<PathBuf>,
+    /// API keys from the cluster's etcd (`herd keys … --etcd`), shared by
+    /// every gateway of the pool. Sets `keys_from_etcd`.
+    #[arg(long, env = "HERD_KEYS_FROM_ETCD")]
+    keys_from_etcd: bool,
     /// TLS certificate chain (PEM); with --tls-key, the listener speaks
     /// TLS only. Overrides `[tls] cert`.
     #[arg(long, env = "HERD_TLS_CERT", requires = "tls_key")]
@@ -93,6 +97,9 @@ impl GatewayArgs {
         }
         if let Some(path) = &self.keys_file {
             config.keys_file = Some(path.clone());
+        }
+        if self.keys_from_etcd {
+            config.keys_from_etcd = true;
         }
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.tls = Some(crate::tls::TlsConfig {

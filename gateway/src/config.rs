@@ -54,6 +54,11 @@ pub struct GatewayConfig {
     /// API keys (`herd keys`; docs/security.md): when set, every route but
     /// `/healthz` and `/readyz` needs a key from this file.
     pub keys_file: Option<PathBuf>,
+    /// API keys from the cluster's etcd (`herd keys … --etcd`), under
+    /// `{cluster.prefix}apikeys/`, followed as they change: every gateway
+    /// of the pool has the same keys. Needs `cluster.etcd`; excludes
+    /// `keys_file`.
+    pub keys_from_etcd: bool,
     /// TLS on the listener (`[tls] cert, key`: PEM files, re-read when
     /// they change); absent: plain HTTP.
     pub tls: Option<crate::tls::TlsConfig>,
@@ -196,6 +201,7 @@ impl Default for GatewayConfig {
             scheduler: SchedulerConfig::default(),
             models: BTreeMap::new(),
             keys_file: None,
+            keys_from_etcd: false,
             tls: None,
             worker_tls: None,
         }
@@ -303,6 +309,20 @@ impl GatewayConfig {
                 "must be non-empty, without `/` or spaces",
             ));
         }
+        if self.keys_from_etcd {
+            if cluster.etcd.is_empty() {
+                return Err(invalid(
+                    "keys_from_etcd",
+                    "needs cluster.etcd: the keys are read from the cluster's etcd",
+                ));
+            }
+            if self.keys_file.is_some() {
+                return Err(invalid(
+                    "keys_from_etcd",
+                    "excludes keys_file: the keys come from one place",
+                ));
+            }
+        }
         if !cluster.etcd.is_empty() && !self.workers.is_empty() {
             return Err(invalid(
                 "workers",
@@ -399,6 +419,9 @@ mod tests {
         .unwrap();
         config.validate().unwrap();
         assert_eq!(config.cluster.lease_ttl(), Duration::from_secs(5));
+        let keys_in_etcd: GatewayConfig =
+            toml::from_str("keys_from_etcd = true\n[cluster]\netcd = ['http://e:2379']").unwrap();
+        keys_in_etcd.validate().unwrap();
         for (text, field) in [
             ("[cluster]\netcd = ['127.0.0.1:2379']", "cluster.etcd"),
             ("[cluster]\nprefix = 'herd'", "cluster.prefix"),
@@ -407,6 +430,11 @@ mod tests {
             (
                 "[[workers]]\nid = 'w'\nendpoint = 'http://h:1'\n[cluster]\netcd = ['http://e:2379']",
                 "workers",
+            ),
+            ("keys_from_etcd = true", "keys_from_etcd"),
+            (
+                "keys_from_etcd = true\nkeys_file = '/k.toml'\n[cluster]\netcd = ['http://e:2379']",
+                "keys_from_etcd",
             ),
         ] {
             let config: GatewayConfig = toml::from_str(text).unwrap();

@@ -161,7 +161,11 @@ impl Gateway {
             self.metrics.clone(),
         )
         .with_auth(self.auth.clone());
-        let keys_task = tokio::spawn(self.auth.clone().follow(shutdown.clone()));
+        let keys_task = tokio::spawn(
+            self.auth
+                .clone()
+                .follow(self.store.clone(), shutdown.clone()),
+        );
         let app = HttpApp::new(dispatcher, self.config.max_body_bytes, self.config.http2)
             .with_head_timeout(self.config.header_timeout())
             .with_state_store(self.store.clone(), &self.config.cluster.prefix);

@@ -58,6 +58,18 @@ impl Keys {
         format!("{}{id}", self.gateways())
     }
 
+    /// `{prefix}apikeys/`: the gateways' API keys in cluster mode, one
+    /// per key name (`herd keys … --etcd`).
+    pub fn api_keys(&self) -> String {
+        format!("{}apikeys/", self.prefix)
+    }
+
+    /// `{prefix}apikeys/{name}`: the key's record (its digest, role, models
+    /// and limits; never the key), JSON, bound to no lease.
+    pub fn api_key(&self, name: &str) -> String {
+        format!("{}{name}", self.api_keys())
+    }
+
     /// `{prefix}placements/`: loads in progress, cluster-wide.
     pub fn placements(&self) -> String {
         format!("{}placements/", self.prefix)

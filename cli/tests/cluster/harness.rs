@@ -148,22 +148,26 @@ impl Pool {
 
     /// A gateway following etcd as `id`.
     pub async fn gateway(&self, id: &str) -> Gateway {
+        self.gateway_with(id, &[]).await
+    }
+
+    /// A gateway following etcd as `id`, with `extra` flags.
+    pub async fn gateway_with(&self, id: &str, extra: &[&str]) -> Gateway {
         let etcd = self.etcd.url();
         let ttl = self.ttl.to_string();
-        let process = self.spawn(
+        let mut args = vec![
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--gateway-id",
             id,
-            &[
-                "gateway",
-                "--listen",
-                "127.0.0.1:0",
-                "--gateway-id",
-                id,
-                "--etcd",
-                &etcd,
-                "--lease-ttl",
-                &ttl,
-            ],
-        );
+            "--etcd",
+            &etcd,
+            "--lease-ttl",
+            &ttl,
+        ];
+        args.extend_from_slice(extra);
+        let process = self.spawn(id, &args);
         let key = self.keys.gateway(id);
         let value = self
             .await_record(&key, &format!("gateway {id} registers"))
@@ -288,6 +292,18 @@ impl Worker {
 }
 
 impl Gateway {
+    /// The status of `GET path` with `key` as `Authorization: Bearer`.
+    pub async fn get_with_key(&self, path: &str, key: &str) -> u16 {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = self
             .http

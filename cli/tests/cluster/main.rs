@@ -546,3 +546,71 @@ async fn a_gateway_restart_loses_only_its_own_requests() {
         Answer::Complete { .. }
     ));
 }
+
+/// `herd keys ARGS --etcd <the pool's etcd>`: its exit status and stdout.
+fn herd_keys(pool: &Pool, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herd"))
+        .arg("keys")
+        .args(args)
+        .args(["--etcd", &pool.etcd.url()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn api_keys_in_etcd_reach_every_gateway_and_revoking_reaches_them_too() {
+    let pool = Pool::start(TTL).await;
+    let a = pool.gateway_with("gw-a", &["--keys-from-etcd"]).await;
+    let b = pool.gateway_with("gw-b", &["--keys-from-etcd"]).await;
+    // No keys yet: nothing passes (fail closed), probes do.
+    for gw in [&a, &b] {
+        assert_eq!(gw.get("/v1/models").await.0, 401);
+        assert_eq!(gw.get_with_key("/v1/models", "sk-herd-guess").await, 401);
+        assert_eq!(gw.get("/healthz").await.0, 200);
+    }
+
+    let (ok, key) = herd_keys(&pool, &["create", "team-a"]);
+    assert!(ok, "herd keys create failed");
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("sk-herd-"), "{key}");
+    for gw in [&a, &b] {
+        eventually(
+            10.0,
+            "a key created in etcd works on every gateway",
+            || async { gw.get_with_key("/v1/models", &key).await == 200 },
+        )
+        .await;
+        // A user key is not an admin key.
+        let unload = gw
+            .http
+            .post(format!("{}/engines/unload", gw.url))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"all": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unload.status(), 403);
+    }
+    let (ok, listing) = herd_keys(&pool, &["list"]);
+    assert!(ok && listing.contains("team-a"), "{listing}");
+    assert!(!listing.contains(&key), "the listing never shows a key");
+    let (again, _) = herd_keys(&pool, &["create", "team-a"]);
+    assert!(!again, "a second key of the same name is refused");
+
+    let (ok, _) = herd_keys(&pool, &["revoke", "team-a"]);
+    assert!(ok, "herd keys revoke failed");
+    for gw in [&a, &b] {
+        eventually(
+            10.0,
+            "a key revoked in etcd is refused on every gateway",
+            || async { gw.get_with_key("/v1/models", &key).await == 401 },
+        )
+        .await;
+    }
+    let (missing, _) = herd_keys(&pool, &["revoke", "team-a"]);
+    assert!(!missing, "revoking an absent key fails");
+}

@@ -18,6 +18,11 @@
 //!   the dispatcher's `authenticate` step, before the request queues, so a
 //!   key at its limit never takes a queue place another key could use.
 //!
+//! In cluster mode the keys may live in etcd instead (`keys_from_etcd`,
+//! written by `herd keys … --etcd`; see [`etcd`]): every gateway of the
+//! pool follows the same records, and a key created or revoked on one
+//! machine takes effect on all within the watch's delay.
+//!
 //! An empty keys file lets nothing through (it fails closed). The file is
 //! re-read when it changes (polled every [`RELOAD_EVERY`]): `herd keys
 //! create|revoke` takes effect without a restart; a file that no longer
@@ -30,6 +35,7 @@
 //! digests are compared in constant time (`subtle`). High-entropy keys make
 //! an unsalted fast hash sufficient: there is no dictionary to try.
 
+pub mod etcd;
 mod glob;
 pub mod keys;
 pub mod limits;
@@ -55,6 +61,16 @@ pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 /// The header Anthropic's clients (and some others) send the key in.
 pub const API_KEY_HEADER: &str = "x-api-key";
+
+impl Enabled {
+    /// Puts `file`'s keys in force, keeping the usage of keys (by name).
+    fn put_in_force(&self, file: &KeysFile) {
+        let old = self.ring.load();
+        let ring = KeyRing::build(file, Some(&old), &self.default_registry);
+        tracing::info!(source = ?self.source, keys = ring.by_digest.len(), "API keys in force");
+        self.ring.store(Arc::new(ring));
+    }
+}
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,14 +241,32 @@ impl KeyRing {
 }
 
 struct Enabled {
-    path: PathBuf,
+    source: Source,
     default_registry: String,
     ring: ArcSwap<KeyRing>,
-    /// The file's modification time when last read.
-    modified: parking_lot::Mutex<Option<SystemTime>>,
 }
 
-/// The gateway's API keys: off, or the keys of a file.
+/// Where the keys come from.
+enum Source {
+    File {
+        path: PathBuf,
+        /// The file's modification time when last read.
+        modified: parking_lot::Mutex<Option<SystemTime>>,
+    },
+    /// The cluster's etcd, under this prefix's `apikeys/`.
+    Etcd { keys: herd_state::Keys },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File { path, .. } => write!(f, "file {}", path.display()),
+            Self::Etcd { keys } => write!(f, "etcd {}", keys.api_keys()),
+        }
+    }
+}
+
+/// The gateway's API keys: off, the keys of a file, or the keys in etcd.
 #[derive(Clone, Default)]
 pub struct Auth {
     enabled: Option<Arc<Enabled>>,
@@ -244,7 +278,7 @@ impl std::fmt::Debug for Auth {
             None => f.write_str("Auth(off)"),
             Some(e) => f
                 .debug_struct("Auth")
-                .field("path", &e.path)
+                .field("source", &e.source)
                 .field("keys", &e.ring.load().by_digest.len())
                 .finish(),
         }
@@ -268,16 +302,39 @@ impl Auth {
         let ring = KeyRing::build(&file, None, default_registry);
         Ok(Self {
             enabled: Some(Arc::new(Enabled {
-                path: path.to_owned(),
+                source: Source::File {
+                    path: path.to_owned(),
+                    modified: parking_lot::Mutex::new(stamp),
+                },
                 default_registry: default_registry.to_owned(),
                 ring: ArcSwap::from_pointee(ring),
-                modified: parking_lot::Mutex::new(stamp),
             })),
         })
     }
 
-    /// What the gateway config says: the keys of `keys_file`, or off.
+    /// The keys in etcd under `prefix` — none until [`Auth::follow`] has
+    /// read them: nothing passes before (it fails closed).
+    pub fn from_etcd(prefix: &str, default_registry: &str) -> Self {
+        Self {
+            enabled: Some(Arc::new(Enabled {
+                source: Source::Etcd {
+                    keys: herd_state::Keys::new(prefix),
+                },
+                default_registry: default_registry.to_owned(),
+                ring: ArcSwap::from_pointee(KeyRing::default()),
+            })),
+        }
+    }
+
+    /// What the gateway config says: the keys of `keys_file`, those in
+    /// etcd, or off.
     pub fn from_config(config: &crate::GatewayConfig) -> Result<Self, KeysError> {
+        if config.keys_from_etcd {
+            return Ok(Self::from_etcd(
+                &config.cluster.prefix,
+                &config.default_registry,
+            ));
+        }
         match &config.keys_file {
             Some(path) => Self::from_file(path, &config.default_registry),
             None => Ok(Self::off()),
@@ -319,20 +376,24 @@ impl Auth {
         let Some(enabled) = &self.enabled else {
             return false;
         };
-        let stamp = modified(&enabled.path);
+        let Source::File {
+            path,
+            modified: last,
+        } = &enabled.source
+        else {
+            return false;
+        };
+        let stamp = modified(path);
         {
-            let mut last = enabled.modified.lock();
+            let mut last = last.lock();
             if *last == stamp {
                 return false;
             }
             *last = stamp;
         }
-        match KeysFile::load(&enabled.path) {
+        match KeysFile::load(path) {
             Ok(file) => {
-                let old = enabled.ring.load();
-                let ring = KeyRing::build(&file, Some(&old), &enabled.default_registry);
-                tracing::info!(path = %enabled.path.display(), keys = ring.by_digest.len(), "API keys reloaded");
-                enabled.ring.store(Arc::new(ring));
+                enabled.put_in_force(&file);
                 true
             }
             Err(error) => {
@@ -342,9 +403,22 @@ impl Auth {
         }
     }
 
-    /// Follows the keys file until `shutdown` turns true.
-    pub async fn follow(self, mut shutdown: watch::Receiver<bool>) {
-        if self.enabled.is_none() {
+    /// Follows the keys file, or the keys in `store` (etcd), until
+    /// `shutdown` turns true.
+    pub async fn follow(
+        self,
+        store: Arc<dyn herd_state::StateStore>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let Some(enabled) = &self.enabled else {
+            return;
+        };
+        if let Source::Etcd { keys } = &enabled.source {
+            let prefix = keys.api_keys();
+            tokio::select! {
+                () = etcd::follow(enabled.clone(), store, prefix) => {}
+                _ = shutdown.wait_for(|stop| *stop) => {}
+            }
             return;
         }
         let mut tick = tokio::time::interval(RELOAD_EVERY);

@@ -185,3 +185,67 @@ fn an_empty_keys_file_lets_nothing_through() {
     assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
     assert!(Auth::from_file(&dir.path().join("missing.toml"), "docker.io").is_err());
 }
+
+#[tokio::test]
+async fn keys_in_the_state_store_are_followed_and_a_bad_record_is_left_out() {
+    let store: Arc<dyn herd_state::StateStore> = Arc::new(herd_state::MemoryStore::new());
+    let names = herd_state::Keys::new("/pool/");
+    let auth = Auth::from_etcd("/pool/", "docker.io");
+    let (_stop, shutdown) = watch::channel(false);
+    let chat = Route::ChatCompletions;
+    let key = keys::generate();
+    let passes = |auth: &Auth, key: &str| auth.check(&chat, &bearer(key)).is_ok();
+    // Before any listing: nothing passes.
+    assert!(!passes(&auth, &key));
+
+    let record = KeyRecord::new("team-a", Role::User, &key, vec![], Limits::default());
+    store
+        .put(&names.api_key("team-a"), etcd::encode(&record), None)
+        .await
+        .unwrap();
+    tokio::spawn(auth.clone().follow(store.clone(), shutdown));
+    // The listing.
+    let listed = tokio::time::timeout(Duration::from_secs(2), async {
+        while !passes(&auth, &key) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listed.is_ok(), "a listed key works");
+
+    // A record that does not parse is left out; the others stay.
+    store
+        .put(&names.api_key("broken"), b"{not json".to_vec(), None)
+        .await
+        .unwrap();
+    let other = keys::generate();
+    let second = KeyRecord::new("team-b", Role::Admin, &other, vec![], Limits::default());
+    store
+        .put(&names.api_key("team-b"), etcd::encode(&second), None)
+        .await
+        .unwrap();
+    let watched = tokio::time::timeout(Duration::from_secs(2), async {
+        while !passes(&auth, &other) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(watched.is_ok(), "a key put later works");
+    assert!(passes(&auth, &key), "the first key stays");
+    // A field from a newer version is ignored, as by every reader.
+    let mut newer = serde_json::to_value(&second).unwrap();
+    newer["added_later"] = serde_json::json!(true);
+    let decoded = etcd::decode("k", newer.to_string().as_bytes()).unwrap();
+    assert_eq!(decoded, second);
+
+    // Deleted: refused.
+    store.delete(&names.api_key("team-a")).await.unwrap();
+    let revoked = tokio::time::timeout(Duration::from_secs(2), async {
+        while passes(&auth, &key) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(revoked.is_ok(), "a deleted key is refused");
+    assert!(passes(&auth, &other));
+}
