@@ -203,6 +203,25 @@ async fn keys_roles_and_allow_lists_are_enforced() {
     assert_error(status, &body, 404);
     let (status, _) = k.get(&format!("/v1/models/{MODEL}"), &team_a).await;
     assert_eq!(status, 200);
+    // Nor in Ollama's and Docker's listings.
+    for (path, list) in [("/api/tags", "models"), ("/api/ps", "models")] {
+        let (status, body) = k.get(path, &team_c).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body[list], json!([]), "{path} hides it from team-c: {body}");
+        let (_, body) = k.get(path, &team_a).await;
+        assert!(
+            body.to_string().contains("smollm2"),
+            "{path} shows it to team-a: {body}"
+        );
+    }
+    let (status, body) = k.get("/engines/ps", &team_c).await;
+    assert_eq!((status, body), (200, json!([])));
+    let (_, body) = k.get("/engines/ps", &team_a).await;
+    assert!(body.to_string().contains("smollm2"), "{body}");
+    let (status, _) = k.post("/api/show", &team_c, &json!({"model": MODEL})).await;
+    assert_eq!(status, 404);
+    let (status, _) = k.post("/api/show", &team_a, &json!({"model": MODEL})).await;
+    assert_eq!(status, 200);
 
     // Roles: admin routes refuse users, before anything happens.
     for (method, path, body) in [

@@ -12,18 +12,28 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{Value, json};
 
 use super::respond;
+use crate::auth::Principal;
 use crate::dispatch::Dispatcher;
 use crate::scheduler::KeepAlive;
 
 /// Longest wait for one worker's store listing.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `GET /engines/ps`: one entry per replica.
-pub async fn running(session: &mut ServerSession, dispatcher: &Dispatcher) -> bool {
+/// `GET /engines/ps`: one entry per replica (with API keys, of the models
+/// the key may use).
+pub async fn running(
+    session: &mut ServerSession,
+    dispatcher: &Dispatcher,
+    key: Option<&Principal>,
+) -> bool {
     let now = SystemTime::now();
     let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let registry = dispatcher.default_registry();
     let mut entries = Vec::new();
     for model in dispatcher.scheduler().report() {
+        if key.is_some_and(|k| !k.may_use(&model.name, registry)) {
+            continue;
+        }
         for replica in &model.placements {
             let last_used = now.checked_sub(replica.idle_for).unwrap_or(now);
             let (keep_alive, expires_at) = match replica.keep_alive {

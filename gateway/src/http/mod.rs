@@ -185,7 +185,7 @@ impl HttpApp {
             Route::Responses(responses_route) => {
                 responses::serve(self, session, responses_route, key, access).await
             }
-            Route::Running => engines::running(session, &self.dispatcher).await,
+            Route::Running => engines::running(session, &self.dispatcher, key.as_ref()).await,
             Route::DiskUsage => engines::disk_usage(session, &self.dispatcher).await,
             Route::EngineStatus => engines::status(session, &self.dispatcher).await,
             Route::Metrics => observe::metrics(session, &self.dispatcher, &self.drain).await,

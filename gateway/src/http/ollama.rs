@@ -41,13 +41,13 @@ pub async fn serve(
         }
         OllamaRoute::Tags => {
             body::discard_rest(session, app.max_body_bytes).await;
-            tags(app, session).await
+            tags(app, session, key.as_ref()).await
         }
         OllamaRoute::Ps => {
             body::discard_rest(session, app.max_body_bytes).await;
-            ps(app, session).await
+            ps(app, session, key.as_ref()).await
         }
-        OllamaRoute::Show => show(app, session).await,
+        OllamaRoute::Show => show(app, session, key.as_ref()).await,
         OllamaRoute::Chat => generation(app, session, OllamaEndpoint::Chat, key, access).await,
         OllamaRoute::Generate => {
             generation(app, session, OllamaEndpoint::Generate, key, access).await
@@ -84,15 +84,23 @@ fn find_model(app: &HttpApp, name: &str) -> Option<pb::ModelStatus> {
         .cloned()
 }
 
+/// Whether `key` (if keys are on) may see the model `name`: one it may
+/// not use is not listed, as if it did not exist.
+fn visible(app: &HttpApp, key: Option<&Principal>, name: &str) -> bool {
+    key.is_none_or(|k| k.may_use(name, app.dispatcher.default_registry()))
+}
+
 /// `GET /api/tags`: every model the workers serve or store, under each
-/// of its names.
-async fn tags(app: &HttpApp, session: &mut ServerSession) -> bool {
+/// of its names (with API keys, the names the key may use).
+async fn tags(app: &HttpApp, session: &mut ServerSession, key: Option<&Principal>) -> bool {
     let snapshot = app.dispatcher.roster().snapshot();
     let mut seen = std::collections::BTreeMap::new();
     for worker in snapshot.workers.iter().filter(|w| w.healthy) {
         for model in worker.models() {
             for entry in models::tags(model) {
-                if let Some(name) = entry["name"].as_str() {
+                if let Some(name) = entry["name"].as_str()
+                    && visible(app, key, name)
+                {
                     seen.entry(name.to_owned()).or_insert(entry);
                 }
             }
@@ -102,13 +110,17 @@ async fn tags(app: &HttpApp, session: &mut ServerSession) -> bool {
     json_ok(session, &json!({ "models": list })).await
 }
 
-/// `GET /api/ps`: loaded replicas and until when they stay.
-async fn ps(app: &HttpApp, session: &mut ServerSession) -> bool {
+/// `GET /api/ps`: loaded replicas and until when they stay (with API
+/// keys, of the models the key may use).
+async fn ps(app: &HttpApp, session: &mut ServerSession, key: Option<&Principal>) -> bool {
     let snapshot = app.dispatcher.roster().snapshot();
     let now = SystemTime::now();
     let mut list = Vec::new();
     for model in app.dispatcher.scheduler().report() {
         for replica in &model.placements {
+            if !visible(app, key, &replica.name) && !visible(app, key, &model.name) {
+                continue;
+            }
             let Some(status) = snapshot.worker(&replica.worker).and_then(|w| {
                 w.models()
                     .iter()
@@ -132,8 +144,8 @@ async fn ps(app: &HttpApp, session: &mut ServerSession) -> bool {
     json_ok(session, &json!({ "models": list })).await
 }
 
-/// `POST /api/show`.
-async fn show(app: &HttpApp, session: &mut ServerSession) -> bool {
+/// `POST /api/show` (404 for a model the key may not use).
+async fn show(app: &HttpApp, session: &mut ServerSession, key: Option<&Principal>) -> bool {
     let Some(body) = read_body(app, session, ApiError::ollama_body).await else {
         return false;
     };
@@ -141,6 +153,9 @@ async fn show(app: &HttpApp, session: &mut ServerSession) -> bool {
         Ok((name, _)) => name,
         Err(err) => return refuse(session, &err).await,
     };
+    if !visible(app, key, &name) {
+        return refuse(session, &ApiError::ModelNotFound(name)).await;
+    }
     match find_model(app, &name) {
         Some(model) => json_ok(session, &models::show(&model)).await,
         None => refuse(session, &ApiError::ModelNotFound(name)).await,
