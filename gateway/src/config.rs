@@ -65,6 +65,10 @@ pub struct GatewayConfig {
     /// TLS to `https://` workers: the CA that signs them, and this
     /// gateway's client certificate for mTLS.
     pub worker_tls: Option<crate::tls::WorkerTlsConfig>,
+    /// Record the gateway's Prometheus metrics and serve `/metrics`
+    /// (default on). Off: nothing is recorded and `/metrics` is a 404 —
+    /// for measuring what metrics cost.
+    pub metrics: bool,
 }
 
 /// The `[scheduler]` section.
@@ -202,6 +206,7 @@ impl Default for GatewayConfig {
             models: BTreeMap::new(),
             keys_file: None,
             keys_from_etcd: false,
+            metrics: true,
             tls: None,
             worker_tls: None,
         }

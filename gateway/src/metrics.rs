@@ -158,6 +158,8 @@ pub struct GatewayMetrics {
     unloads: Family<ModelLabel, Counter>,
     /// Scrapes refresh the gauges read from the scheduler one at a time.
     scrape: Mutex<Extras>,
+    /// Off (`metrics = false`): nothing is recorded.
+    on: bool,
 }
 
 /// The extra sources of a scrape.
@@ -340,7 +342,21 @@ impl GatewayMetrics {
             load_duration,
             unloads,
             scrape: Mutex::new(Extras::default()),
+            on: true,
         }
+    }
+
+    /// Metrics that record nothing (`metrics = false`).
+    pub fn off() -> Self {
+        Self {
+            on: false,
+            ..Self::new()
+        }
+    }
+
+    /// Whether metrics are recorded (and `/metrics` served).
+    pub fn is_on(&self) -> bool {
+        self.on
     }
 
     /// Adds `extra` to every scrape, after the gateway's own metrics.
@@ -356,6 +372,9 @@ impl GatewayMetrics {
         status: Option<u16>,
         took: Duration,
     ) {
+        if !self.on {
+            return;
+        }
         let status = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
         self.requests
             .get_or_create(&RequestLabels {
@@ -373,6 +392,9 @@ impl GatewayMetrics {
     }
 
     pub fn queue_waited(&self, model: &str, waited: Duration) {
+        if !self.on {
+            return;
+        }
         self.queue_wait
             .get_or_create(&model_label(model))
             .observe(waited.as_secs_f64());
@@ -380,14 +402,20 @@ impl GatewayMetrics {
 
     /// The histograms a streaming generation records into, looked up once.
     pub fn generation(&self, model: &str) -> GenerationMetrics {
-        let label = model_label(model);
-        GenerationMetrics {
-            ttft: self.ttft.get_or_create_owned(&label),
-            itl: self.itl.get_or_create_owned(&label),
+        if !self.on {
+            return GenerationMetrics(None);
         }
+        let label = model_label(model);
+        GenerationMetrics(Some((
+            self.ttft.get_or_create_owned(&label),
+            self.itl.get_or_create_owned(&label),
+        )))
     }
 
     pub fn tokens(&self, model: &str, prompt: u32, completion: u32, cached: u32) {
+        if !self.on {
+            return;
+        }
         let label = model_label(model);
         self.prompt_tokens
             .get_or_create(&label)
@@ -401,6 +429,9 @@ impl GatewayMetrics {
     }
 
     pub fn requeued(&self, cause: Requeue) {
+        if !self.on {
+            return;
+        }
         self.requeues
             .get_or_create(&CauseLabel {
                 cause: cause.as_str(),
@@ -409,6 +440,9 @@ impl GatewayMetrics {
     }
 
     pub fn client_left(&self, stage: Departure) {
+        if !self.on {
+            return;
+        }
         let stage = match stage {
             Departure::Queued => "queued",
             Departure::Generating => "generating",
@@ -418,6 +452,9 @@ impl GatewayMetrics {
 
     /// A 429 or 503 from admission; `reason` is the error's fixed code.
     pub fn refused(&self, status: u16, reason: &'static str) {
+        if !self.on {
+            return;
+        }
         let status = match status {
             429 => "429",
             503 => "503",
@@ -429,6 +466,9 @@ impl GatewayMetrics {
     }
 
     pub fn load_done(&self, model: &str, took: Option<Duration>) {
+        if !self.on {
+            return;
+        }
         let label = model_label(model);
         let result = if took.is_some() { "ok" } else { "failed" };
         self.loads
@@ -445,6 +485,9 @@ impl GatewayMetrics {
     }
 
     pub fn unloaded(&self, model: &str) {
+        if !self.on {
+            return;
+        }
         self.unloads.get_or_create(&model_label(model)).inc();
     }
 
@@ -498,20 +541,22 @@ impl GatewayMetrics {
     }
 }
 
-/// The histograms of one streaming generation.
+/// The histograms of one streaming generation (time to first token,
+/// inter-token latency); none when metrics are off.
 #[derive(Debug, Clone)]
-pub struct GenerationMetrics {
-    ttft: Histogram,
-    itl: Histogram,
-}
+pub struct GenerationMetrics(Option<(Histogram, Histogram)>);
 
 impl GenerationMetrics {
     pub fn first_token(&self, after: Duration) {
-        self.ttft.observe(after.as_secs_f64());
+        if let Some((ttft, _)) = &self.0 {
+            ttft.observe(after.as_secs_f64());
+        }
     }
 
     pub fn next_token(&self, gap: Duration) {
-        self.itl.observe(gap.as_secs_f64());
+        if let Some((_, itl)) = &self.0 {
+            itl.observe(gap.as_secs_f64());
+        }
     }
 }
 
@@ -597,5 +642,30 @@ mod tests {
             text.contains("herd_gateway_workers{state=\"healthy\"} 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn metrics_off_record_nothing() {
+        let metrics = GatewayMetrics::off();
+        assert!(!metrics.is_on());
+        metrics.request_done("chat_completions", "m", Some(200), Duration::from_millis(5));
+        metrics.tokens("m", 3, 4, 0);
+        metrics.queue_waited("m", Duration::from_millis(1));
+        metrics
+            .generation("m")
+            .first_token(Duration::from_millis(1));
+        metrics.refused(429, "queue_full");
+        metrics.load_done("m", Some(Duration::from_secs(1)));
+        let text = metrics.render(&[], &Snapshot::default(), 0);
+        for family in [
+            "herd_gateway_requests_total{",
+            "herd_gateway_prompt_tokens_total{",
+            "herd_gateway_queue_wait_seconds_count{",
+            "herd_gateway_time_to_first_token_seconds_count{",
+            "herd_gateway_refusals_total{status=\"429\",reason=\"queue_full\"} 1",
+            "herd_gateway_model_loads_total{",
+        ] {
+            assert!(!text.contains(family), "{family} recorded: {text}");
+        }
     }
 }

@@ -61,6 +61,11 @@ impl Gateway {
         let listener = TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
+        let metrics = Arc::new(if config.metrics {
+            GatewayMetrics::new()
+        } else {
+            GatewayMetrics::off()
+        });
         Ok(Self {
             listener,
             local_addr,
@@ -69,7 +74,7 @@ impl Gateway {
             config,
             auth,
             certs,
-            metrics: Arc::new(GatewayMetrics::new()),
+            metrics,
         })
     }
 

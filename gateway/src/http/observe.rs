@@ -12,11 +12,20 @@ use super::respond;
 use super::store::Query;
 use crate::dispatch::Dispatcher;
 use crate::drain::Drain;
+use crate::error::ApiError;
 use crate::logs;
 use crate::metrics::CONTENT_TYPE;
 
 /// `GET /metrics`.
 pub async fn metrics(session: &mut ServerSession, dispatcher: &Dispatcher, drain: &Drain) -> bool {
+    if !dispatcher.metrics().is_on() {
+        // Off (`metrics = false`): as if the route did not exist.
+        let err = ApiError::RouteNotFound {
+            method: "GET".into(),
+            path: "/metrics".into(),
+        };
+        return respond::error(session, &err).await;
+    }
     let report = dispatcher.scheduler().report();
     let snapshot = dispatcher.roster().snapshot();
     // This request is one of those in flight; it is not counted.
