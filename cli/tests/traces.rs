@@ -102,51 +102,14 @@ async fn a_standalone_gateway_and_worker_export_one_trace_between_them() {
     let receiver = Receiver::default();
     let endpoint = start_receiver(receiver.clone()).await;
     let store = tempfile::tempdir().unwrap();
-    let mut worker = Command::new(common::pool::binary("herd-worker"));
-    worker
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--worker-id",
-            "w1",
-            "--threads",
-            "1",
-        ])
-        .args(["--parallel", "1", "--name", MODEL])
-        .arg("--model")
-        .arg(model_path())
-        .arg("--store")
-        .arg(store.path())
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let (_worker, rest) = common::spawn_until_ready(worker, "herd-worker w1 listening on ").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\n[[workers]]\nid = \"w1\"\nendpoint = \"http://{}\"\n",
-            rest.trim()
-        ),
-    )
-    .unwrap();
-    let mut gateway = Command::new(common::pool::binary("herd-gateway"));
-    gateway
-        .arg("--config")
-        .arg(&config)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let (child, rest) = common::spawn_until_ready(gateway, "herd-gateway listening on ").await;
-    let herd = Herd::attach(child, rest.trim().to_owned());
-    assert!(
-        common::pool::eventually(Duration::from_secs(30), || async {
-            herd.get("/v1/models").await.1["data"]
-                .as_array()
-                .is_some_and(|m| !m.is_empty())
-        })
-        .await,
-        "the gateway never saw the worker's model"
-    );
+    let model = model_path();
+    let worker_args = [
+        "--name".as_ref(),
+        MODEL.as_ref(),
+        "--model".as_ref(),
+        model.as_os_str(),
+    ];
+    let (_worker, herd, _dir) = worker_and_gateway(&endpoint, store.path(), &worker_args).await;
     check_one_trace(&herd, &receiver, "0af7651916cd43dd8448eb211c80319c").await;
 }
 
@@ -166,42 +129,7 @@ async fn a_model_load_shows_in_the_trace_of_the_request_that_waited_for_it() {
         .output()
         .unwrap();
     assert!(packaged.status.success(), "{packaged:?}");
-    let mut worker = Command::new(common::pool::binary("herd-worker"));
-    worker
-        .args(["--listen", "127.0.0.1:0", "--worker-id", "w1"])
-        .args(["--threads", "1", "--parallel", "1"])
-        .arg("--store")
-        .arg(store.path())
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let (_worker, rest) = common::spawn_until_ready(worker, "herd-worker w1 listening on ").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\n[[workers]]\nid = \"w1\"\nendpoint = \"http://{}\"\n",
-            rest.trim()
-        ),
-    )
-    .unwrap();
-    let mut gateway = Command::new(common::pool::binary("herd-gateway"));
-    gateway
-        .arg("--config")
-        .arg(&config)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let (child, rest) = common::spawn_until_ready(gateway, "herd-gateway listening on ").await;
-    let herd = Herd::attach(child, rest.trim().to_owned());
-    assert!(
-        common::pool::eventually(Duration::from_secs(30), || async {
-            herd.get("/v1/models").await.1["data"]
-                .as_array()
-                .is_some_and(|m| !m.is_empty())
-        })
-        .await,
-        "the gateway never saw the worker's stored model"
-    );
+    let (_worker, herd, _dir) = worker_and_gateway(&endpoint, store.path(), &[]).await;
     let trace = "5d3b0e4b8a1c2d3e4f5a6b7c8d9e0f1a";
     let spans = send_traced(
         &herd,
@@ -228,6 +156,54 @@ async fn a_model_load_shows_in_the_trace_of_the_request_that_waited_for_it() {
         "the worker's load is a child of the gateway's across the gRPC hop"
     );
     assert_eq!(one("generate").parent, one("dispatch").id);
+}
+
+/// A `herd-worker` (w1: one thread, one slot, `store`, `worker_args`)
+/// behind a `herd-gateway`, both exporting spans to `endpoint`; returned
+/// once the gateway lists a model (with the gateway config's directory).
+async fn worker_and_gateway(
+    endpoint: &str,
+    store: &std::path::Path,
+    worker_args: &[&std::ffi::OsStr],
+) -> (tokio::process::Child, Herd, tempfile::TempDir) {
+    let mut worker = Command::new(common::pool::binary("herd-worker"));
+    worker
+        .args(["--listen", "127.0.0.1:0", "--worker-id", "w1"])
+        .args(["--threads", "1", "--parallel", "1"])
+        .arg("--store")
+        .arg(store)
+        .args(worker_args)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let (worker, rest) = common::spawn_until_ready(worker, "herd-worker w1 listening on ").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n[[workers]]\nid = \"w1\"\nendpoint = \"http://{}\"\n",
+            rest.trim()
+        ),
+    )
+    .unwrap();
+    let mut gateway = Command::new(common::pool::binary("herd-gateway"));
+    gateway
+        .arg("--config")
+        .arg(&config)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let (child, rest) = common::spawn_until_ready(gateway, "herd-gateway listening on ").await;
+    let herd = Herd::attach(child, rest.trim().to_owned());
+    assert!(
+        common::pool::eventually(Duration::from_secs(30), || async {
+            herd.get("/v1/models").await.1["data"]
+                .as_array()
+                .is_some_and(|m| !m.is_empty())
+        })
+        .await,
+        "the gateway never saw the worker's model"
+    );
+    (worker, herd, dir)
 }
 
 /// Sends one request with a `traceparent` of `trace` and checks its spans
