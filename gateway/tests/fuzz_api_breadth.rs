@@ -19,32 +19,6 @@ const SEEDS: [&str; 4] = [
     r##"{"model":"m","instructions":"i","input":[{"role":"developer","content":"d"},{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]},{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":"o"}],"tools":[{"type":"function","name":"f","parameters":{"type":"object"}}],"tool_choice":{"type":"function","name":"f"},"text":{"format":{"type":"json_schema","name":"n","schema":{"type":"object"}}},"max_output_tokens":5,"store":false,"previous_response_id":"resp_1","metadata":{"k":"v"}}"##,
 ];
 
-/// JSON fragments spliced in: structure, odd numbers, odd strings.
-const TOKENS: [&str; 22] = [
-    "{",
-    "}",
-    "[",
-    "]",
-    "\"",
-    ",",
-    ":",
-    "null",
-    "true",
-    "-1",
-    "0",
-    "1e999",
-    "-0.0",
-    "18446744073709551616",
-    "\"\\u0000\"",
-    "\"\\ud800\"",
-    "\"role\"",
-    "\"content\"",
-    "\"type\"",
-    "[[]]",
-    "{}",
-    "\"ünï\"",
-];
-
 fn parse_all(body: &[u8]) {
     let known = ["model", "name", "stream", "insecure", "verbose"];
     let errors = [
@@ -69,10 +43,6 @@ fn fuzz_api_breadth_request_parsers() {
         .with_iterations(4000)
         .for_each(|(seed, edits, raw)| match raw {
             Some(raw) => parse_all(raw),
-            None => parse_all(&mutate(
-                SEEDS[usize::from(*seed) % SEEDS.len()],
-                edits,
-                &TOKENS,
-            )),
+            None => parse_all(&mutate(SEEDS[usize::from(*seed) % SEEDS.len()], edits)),
         });
 }

@@ -7,40 +7,15 @@ use serde_json::Value;
 use super::request::refuse_other_keys;
 use crate::error::ApiError;
 use crate::openai::fields::Fields;
-use crate::openai::tools::{MAX_TOOLS, MAX_TOOLS_BYTES};
+use crate::openai::tools::tool_list;
 
 /// `tools` (custom tools: name, description, input_schema) and
 /// `tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`).
 pub fn parse(fields: &Fields) -> Result<(Vec<pb::Tool>, Option<pb::ToolChoice>), ApiError> {
     use pb::tool_choice::Mode;
-    let tools = match fields.get("tools") {
-        None => Vec::new(),
-        Some(Value::Array(items)) if items.len() > MAX_TOOLS => {
-            return Err(ApiError::field(
-                "tools",
-                format!("at most {MAX_TOOLS} tools may be given"),
-            ));
-        }
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, t)| tool(t, &format!("tools[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => return Err(ApiError::field("tools", "`tools` must be an array")),
-    };
-    let bytes: usize = tools
-        .iter()
-        .map(|t| t.parameters_json.len() + t.description.len())
-        .sum();
-    if bytes > MAX_TOOLS_BYTES {
-        return Err(ApiError::field(
-            "tools",
-            format!(
-                "the tools' descriptions and input schemas may total at most {} KiB",
-                MAX_TOOLS_BYTES / 1024
-            ),
-        ));
-    }
+    let tools = tool_list(fields.get("tools"), "input schemas", |i, t| {
+        tool(t, &format!("tools[{i}]"))
+    })?;
     let (mode, function, single_call) = match fields.get("tool_choice") {
         None => (Mode::Auto, String::new(), false),
         Some(Value::Object(choice)) => {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::openai::fields::Fields;
-use crate::openai::tools::{MAX_TOOLS, MAX_TOOLS_BYTES};
+use crate::openai::tools::{parse_tool, tool_list};
 use crate::scheduler::KeepAlive;
 
 /// A validated `/api/chat` or `/api/generate` request.
@@ -439,30 +439,10 @@ fn messages(fields: &Fields) -> Result<Vec<pb::ChatMessage>, ApiError> {
         .collect()
 }
 
-/// `tools`: OpenAI-style function tools (Ollama's shape).
+/// `tools`: OpenAI-style function tools (Ollama's shape), with OpenAI's
+/// checks and limits.
 fn tools(fields: &Fields) -> Result<Vec<pb::Tool>, ApiError> {
-    let items = match fields.get("tools") {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(items)) if items.len() <= MAX_TOOLS => items,
-        Some(_) => {
-            return Err(ApiError::field(
-                "tools",
-                format!("`tools` must be an array of at most {MAX_TOOLS} tools"),
-            ));
-        }
-    };
-    // The same shape as OpenAI's: reuse its checks.
-    let as_openai = serde_json::json!({ "tools": items });
-    let parsed = Fields::parse(&serde_json::to_vec(&as_openai).unwrap_or_default())?;
-    let (tools, _) = crate::openai::tools::parse_tools(&parsed)?;
-    let bytes: usize = tools
-        .iter()
-        .map(|t| t.parameters_json.len() + t.description.len())
-        .sum();
-    if bytes > MAX_TOOLS_BYTES {
-        return Err(ApiError::field("tools", "the tools are too large"));
-    }
-    Ok(tools)
+    tool_list(fields.get("tools"), "parameter schemas", parse_tool)
 }
 
 #[cfg(test)]

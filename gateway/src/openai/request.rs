@@ -177,36 +177,47 @@ fn parse_common(fields: &Fields, endpoint: Endpoint) -> Result<GenerationRequest
     })
 }
 
-/// `messages`: a non-empty array of `{role, content}`; content may be a
-/// string, `null`, or an array of text parts.
 /// `response_format`: `text`, `json_object`, or `json_schema` with a schema.
 fn parse_response_format(fields: &Fields) -> Result<Option<pb::ResponseFormat>, ApiError> {
-    use pb::response_format::Format;
     let Some(format) = fields.get("response_format") else {
         return Ok(None);
     };
+    let schema = format.get("json_schema").and_then(|s| s.get("schema"));
+    output_format(
+        format,
+        schema,
+        "response_format",
+        "response_format.json_schema.schema",
+    )
+}
+
+/// A structured-output format object `at` (`{type, …}`) whose JSON Schema,
+/// if any, is `schema` (found at `schema_at`): `text` (no constraint),
+/// `json_object`, or `json_schema`. Shared by the APIs that take OpenAI's
+/// formats under their own names.
+pub fn output_format(
+    format: &Value,
+    schema: Option<&Value>,
+    at: &str,
+    schema_at: &str,
+) -> Result<Option<pb::ResponseFormat>, ApiError> {
+    use pb::response_format::Format;
     let format = match format.get("type").and_then(Value::as_str) {
         Some("text") => return Ok(None),
         Some("json_object") => Format::JsonObject(true),
-        Some("json_schema") => {
-            let schema = format
-                .get("json_schema")
-                .and_then(|s| s.get("schema"))
-                .filter(|s| s.is_object());
-            match schema {
-                Some(schema) => Format::JsonSchema(schema.to_string()),
-                None => {
-                    return Err(ApiError::field(
-                        "response_format.json_schema.schema",
-                        "`response_format.json_schema.schema` must be a JSON Schema object",
-                    ));
-                }
+        Some("json_schema") => match schema.filter(|s| s.is_object()) {
+            Some(schema) => Format::JsonSchema(schema.to_string()),
+            None => {
+                return Err(ApiError::field(
+                    schema_at,
+                    format!("`{schema_at}` must be a JSON Schema object"),
+                ));
             }
-        }
+        },
         _ => {
             return Err(ApiError::field(
-                "response_format.type",
-                "`response_format.type` must be `text`, `json_object` or `json_schema`",
+                &format!("{at}.type"),
+                format!("`{at}.type` must be `text`, `json_object` or `json_schema`"),
             ));
         }
     };
@@ -215,6 +226,8 @@ fn parse_response_format(fields: &Fields) -> Result<Option<pb::ResponseFormat>, 
     }))
 }
 
+/// `messages`: a non-empty array of `{role, content}`; content may be a
+/// string, `null`, or an array of text parts.
 fn parse_messages(fields: &Fields) -> Result<Vec<pb::ChatMessage>, ApiError> {
     let items = match fields.get("messages") {
         Some(Value::Array(items)) if !items.is_empty() => items,

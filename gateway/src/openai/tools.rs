@@ -17,34 +17,7 @@ pub const MAX_TOOLS_BYTES: usize = 128 * 1024;
 pub fn parse_tools(fields: &Fields) -> Result<(Vec<pb::Tool>, Option<pb::ToolChoice>), ApiError> {
     // OpenAI's default: a reply may call several tools.
     let single_call = fields.bool("parallel_tool_calls")? == Some(false);
-    let tools = match fields.get("tools") {
-        None => Vec::new(),
-        Some(Value::Array(items)) if items.len() > MAX_TOOLS => {
-            return Err(ApiError::field(
-                "tools",
-                format!("at most {MAX_TOOLS} tools may be given"),
-            ));
-        }
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, t)| parse_tool(i, t))
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => return Err(ApiError::field("tools", "`tools` must be an array")),
-    };
-    let bytes: usize = tools
-        .iter()
-        .map(|t| t.parameters_json.len() + t.description.len())
-        .sum();
-    if bytes > MAX_TOOLS_BYTES {
-        return Err(ApiError::field(
-            "tools",
-            format!(
-                "the tools' descriptions and parameter schemas may total at most {} KiB",
-                MAX_TOOLS_BYTES / 1024
-            ),
-        ));
-    }
+    let tools = tool_list(fields.get("tools"), "parameter schemas", parse_tool)?;
     use pb::tool_choice::Mode;
     let (mode, function) = match fields.get("tool_choice") {
         None => (Mode::Auto, String::new()),
@@ -88,6 +61,46 @@ pub fn parse_tools(fields: &Fields) -> Result<(Vec<pb::Tool>, Option<pb::ToolCho
     with_choice(tools, mode, function, single_call)
 }
 
+/// A request's `tools` array (`None`: no tools), each tool parsed by `one`
+/// (its index and value), within the worker's limits: at most
+/// [`MAX_TOOLS`] tools, and [`MAX_TOOLS_BYTES`] of descriptions and
+/// schemas (`schemas`: what the API calls them, for the error).
+pub fn tool_list(
+    tools: Option<&Value>,
+    schemas: &str,
+    one: impl Fn(usize, &Value) -> Result<pb::Tool, ApiError>,
+) -> Result<Vec<pb::Tool>, ApiError> {
+    let tools = match tools {
+        None => Vec::new(),
+        Some(Value::Array(items)) if items.len() > MAX_TOOLS => {
+            return Err(ApiError::field(
+                "tools",
+                format!("at most {MAX_TOOLS} tools may be given"),
+            ));
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| one(i, t))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(ApiError::field("tools", "`tools` must be an array")),
+    };
+    let bytes: usize = tools
+        .iter()
+        .map(|t| t.parameters_json.len() + t.description.len())
+        .sum();
+    if bytes > MAX_TOOLS_BYTES {
+        return Err(ApiError::field(
+            "tools",
+            format!(
+                "the tools' descriptions and {schemas} may total at most {} KiB",
+                MAX_TOOLS_BYTES / 1024
+            ),
+        ));
+    }
+    Ok(tools)
+}
+
 /// The tools and the choice among them as the worker takes them: no tools
 /// and no choice when there are none (a choice other than `auto` without
 /// tools is refused).
@@ -116,7 +129,8 @@ pub fn with_choice(
     ))
 }
 
-fn parse_tool(i: usize, tool: &Value) -> Result<pb::Tool, ApiError> {
+/// One OpenAI function tool, `tools[i]`.
+pub fn parse_tool(i: usize, tool: &Value) -> Result<pb::Tool, ApiError> {
     let param = |f: &str| format!("tools[{i}].{f}");
     if tool.get("type").and_then(Value::as_str) != Some("function") {
         return Err(ApiError::field(

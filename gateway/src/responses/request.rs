@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::openai::fields::Fields;
+use crate::openai::request::output_format;
 
 /// A validated Responses request, before the previous response's
 /// conversation is put in front of it.
@@ -370,7 +371,6 @@ fn tools(fields: &Fields) -> Result<(Vec<pb::Tool>, Option<pb::ToolChoice>), Api
 /// `text.format`: `text`, `json_object` or `json_schema` (flat: `{type,
 /// name, schema, strict}`).
 fn text_format(fields: &Fields) -> Result<Option<pb::ResponseFormat>, ApiError> {
-    use pb::response_format::Format;
     let Some(text) = fields.get("text") else {
         return Ok(None);
     };
@@ -386,28 +386,12 @@ fn text_format(fields: &Fields) -> Result<Option<pb::ResponseFormat>, ApiError> 
     let Some(format) = obj.get("format").filter(|f| !f.is_null()) else {
         return Ok(None);
     };
-    let format = match format.get("type").and_then(Value::as_str) {
-        Some("text") => return Ok(None),
-        Some("json_object") => Format::JsonObject(true),
-        Some("json_schema") => match format.get("schema").filter(|s| s.is_object()) {
-            Some(schema) => Format::JsonSchema(schema.to_string()),
-            None => {
-                return Err(ApiError::field(
-                    "text.format.schema",
-                    "`text.format.schema` must be a JSON Schema object",
-                ));
-            }
-        },
-        _ => {
-            return Err(ApiError::field(
-                "text.format.type",
-                "`text.format.type` must be `text`, `json_object` or `json_schema`",
-            ));
-        }
-    };
-    Ok(Some(pb::ResponseFormat {
-        format: Some(format),
-    }))
+    output_format(
+        format,
+        format.get("schema"),
+        "text.format",
+        "text.format.schema",
+    )
 }
 
 #[cfg(test)]
