@@ -257,8 +257,9 @@ fn eviction_takes_the_least_recently_used_idle_model() {
     assert_eq!(b.stats.evictions, 1);
 }
 
-#[test]
-fn a_model_just_used_is_held_until_the_waiting_model_has_waited_as_long() {
+/// One worker with room for two of the models a, b (loaded) and c (not),
+/// evictions held 5 s.
+fn room_for_two_with_a_5s_hold() -> Harness {
     let mut h = Harness::new();
     h.core = SchedulerCore::new(
         Settings {
@@ -277,6 +278,12 @@ fn a_model_just_used_is_held_until_the_waiting_model_has_waited_as_long() {
         ],
         0,
     );
+    h
+}
+
+#[test]
+fn a_model_just_used_is_held_until_the_waiting_model_has_waited_as_long() {
+    let mut h = room_for_two_with_a_5s_hold();
     for (model, at) in [("a", 10), ("b", 11)] {
         let t = h.request(model, "t", Priority::Normal, at);
         h.release(t, Outcome::Done, at);
@@ -301,24 +308,7 @@ fn a_model_just_used_is_held_until_the_waiting_model_has_waited_as_long() {
 
 #[test]
 fn a_model_idle_for_the_hold_is_evicted_without_waiting_longer() {
-    let mut h = Harness::new();
-    h.core = SchedulerCore::new(
-        Settings {
-            evict_hold: Duration::from_secs(5),
-            ..settings()
-        },
-        Arc::new(LeastLoaded),
-    );
-    h.status(
-        "w1",
-        200,
-        &[
-            ("a", true, 1, 0, 100),
-            ("b", true, 1, 0, 100),
-            ("c", false, 1, 0, 100),
-        ],
-        0,
-    );
+    let mut h = room_for_two_with_a_5s_hold();
     let t = h.request("a", "t", Priority::Normal, 10);
     h.release(t, Outcome::Done, 10);
     let t = h.request("b", "t", Priority::Normal, 11);
