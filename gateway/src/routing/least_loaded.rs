@@ -16,14 +16,30 @@ impl RoutingPolicy for LeastLoaded {
         sort_by_load(&mut candidates);
         candidates
     }
+
+    fn best(&self, _ctx: &RequestContext, candidates: Vec<Candidate>) -> Option<Candidate> {
+        least_loaded_free(candidates)
+    }
+}
+
+/// Least loaded first; ties go to more free slots, then the lowest id (a
+/// total order: worker ids are unique).
+fn by_load(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    a.load_cmp(b)
+        .then(b.free.cmp(&a.free))
+        .then_with(|| a.worker.cmp(&b.worker))
 }
 
 pub(super) fn sort_by_load(candidates: &mut [Candidate]) {
-    candidates.sort_by(|a, b| {
-        a.load_cmp(b)
-            .then(b.free.cmp(&a.free))
-            .then_with(|| a.worker.cmp(&b.worker))
-    });
+    candidates.sort_by(by_load);
+}
+
+/// The first of [`sort_by_load`]'s order that has a free slot, in one pass.
+pub(super) fn least_loaded_free(candidates: Vec<Candidate>) -> Option<Candidate> {
+    candidates
+        .into_iter()
+        .filter(|c| c.free > 0)
+        .min_by(by_load)
 }
 
 #[cfg(test)]

@@ -43,6 +43,13 @@ impl Candidate {
 pub trait RoutingPolicy: Send + Sync + Debug + 'static {
     fn name(&self) -> &'static str;
     fn rank(&self, ctx: &RequestContext, candidates: Vec<Candidate>) -> Vec<Candidate>;
+
+    /// The first candidate with a free slot in [`rank`](Self::rank)'s
+    /// order — what the scheduler grants on every request. Policies whose
+    /// order is a comparison find it in one pass, without the sort.
+    fn best(&self, ctx: &RequestContext, candidates: Vec<Candidate>) -> Option<Candidate> {
+        self.rank(ctx, candidates).into_iter().find(|c| c.free > 0)
+    }
 }
 
 /// The policies, by their config name.
@@ -92,5 +99,54 @@ pub(crate) mod testing {
 
     pub fn order(ranked: &[Candidate]) -> Vec<&str> {
         ranked.iter().map(|c| &*c.worker).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::testing::context;
+    use super::*;
+
+    /// Up to 12 replicas with distinct ids; free may be below
+    /// slots − busy (other gateways' claims).
+    fn candidates() -> impl Strategy<Value = Vec<Candidate>> {
+        proptest::collection::vec((0u32..6, 0u32..8, 0u32..8), 0..12).prop_map(|specs| {
+            specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (slots, busy, free))| {
+                    let busy = busy.min(slots);
+                    Candidate {
+                        worker: format!("w{i:02}").into(),
+                        slots,
+                        busy,
+                        free: free.min(slots - busy),
+                    }
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// `best` is exactly the first free replica of `rank`'s order.
+        #[test]
+        fn best_is_the_first_free_in_rank_order(
+            mut candidates in candidates(),
+            key in proptest::option::of(any::<u64>()),
+            reversed in any::<bool>(),
+        ) {
+            if reversed {
+                candidates.reverse();
+            }
+            let ctx = context(key);
+            let policies: [&dyn RoutingPolicy; 2] = [&LeastLoaded, &PrefixAffinity::default()];
+            for policy in policies {
+                let ranked = policy.rank(&ctx, candidates.clone());
+                let expected = ranked.into_iter().find(|c| c.free > 0);
+                prop_assert_eq!(policy.best(&ctx, candidates.clone()), expected, "{}", policy.name());
+            }
+        }
     }
 }

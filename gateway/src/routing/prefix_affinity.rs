@@ -8,7 +8,7 @@
 //! the others, so a hot prefix spills over instead of queueing on one
 //! worker. Requests without a key are ranked least-loaded.
 
-use super::least_loaded::sort_by_load;
+use super::least_loaded::{least_loaded_free, sort_by_load};
 use super::{Candidate, RoutingPolicy, hash};
 use crate::context::RequestContext;
 
@@ -35,22 +35,66 @@ impl RoutingPolicy for PrefixAffinity {
             return candidates;
         };
         candidates.sort_by_cached_key(|c| std::cmp::Reverse(hash::score(key, &c.worker)));
-        let total_busy: u64 = candidates.iter().map(|c| u64::from(c.busy)).sum();
-        let total_slots: u64 = candidates.iter().map(|c| u64::from(c.slots)).sum();
-        if total_slots == 0 {
+        let Some(bound) = LoadBound::of(self.factor, &candidates) else {
             return candidates;
-        }
-        // This request's share of the load each replica may carry.
-        let within_bound = |c: &Candidate| {
-            let bound = (self.factor * (total_busy + 1) as f64 * f64::from(c.slots)
-                / total_slots as f64)
-                .ceil();
-            f64::from(c.busy + 1) <= bound
         };
         // Stable: hash order within each group.
-        let (mut ranked, over): (Vec<_>, Vec<_>) = candidates.into_iter().partition(within_bound);
+        let (mut ranked, over): (Vec<_>, Vec<_>) =
+            candidates.into_iter().partition(|c| bound.within(c));
         ranked.extend(over);
         ranked
+    }
+
+    fn best(&self, ctx: &RequestContext, candidates: Vec<Candidate>) -> Option<Candidate> {
+        let Some(key) = ctx.prefix_key else {
+            return least_loaded_free(candidates);
+        };
+        let bound = LoadBound::of(self.factor, &candidates);
+        // The highest score within the bound, else the highest over it;
+        // the first of equal scores, as the stable sort keeps them.
+        let mut within: Option<(u64, Candidate)> = None;
+        let mut over: Option<(u64, Candidate)> = None;
+        for c in candidates.into_iter().filter(|c| c.free > 0) {
+            let score = hash::score(key, &c.worker);
+            let group = if bound.as_ref().is_none_or(|b| b.within(&c)) {
+                &mut within
+            } else {
+                &mut over
+            };
+            if group.as_ref().is_none_or(|(best, _)| score > *best) {
+                *group = Some((score, c));
+            }
+        }
+        within.or(over).map(|(_, c)| c)
+    }
+}
+
+/// Consistent hashing with bounded loads: how much of the pool's load a
+/// replica may carry with this request added.
+struct LoadBound {
+    factor: f64,
+    total_busy: u64,
+    total_slots: u64,
+}
+
+impl LoadBound {
+    /// `None` when the candidates have no slots at all (no bound applies).
+    fn of(factor: f64, candidates: &[Candidate]) -> Option<Self> {
+        let total_busy = candidates.iter().map(|c| u64::from(c.busy)).sum();
+        let total_slots = candidates.iter().map(|c| u64::from(c.slots)).sum();
+        (total_slots > 0).then_some(Self {
+            factor,
+            total_busy,
+            total_slots,
+        })
+    }
+
+    /// This request's share of the load `c` may carry.
+    fn within(&self, c: &Candidate) -> bool {
+        let bound = (self.factor * (self.total_busy + 1) as f64 * f64::from(c.slots)
+            / self.total_slots as f64)
+            .ceil();
+        f64::from(c.busy + 1) <= bound
     }
 }
 

@@ -675,11 +675,7 @@ fn pick(
     if candidates.is_empty() || candidates.iter().all(|c| c.free == 0) {
         return None;
     }
-    policy
-        .rank(ctx, candidates)
-        .into_iter()
-        .find(|c| c.free > 0)
-        .map(|c| c.worker)
+    policy.best(ctx, candidates).map(|c| c.worker)
 }
 
 /// When to try again: the queue ahead divided among the model's slots,
