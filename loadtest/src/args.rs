@@ -24,7 +24,10 @@ pub enum ScenarioKind {
     about = "Load generator for OpenAI-compatible endpoints and Herd workers"
 )]
 pub struct Args {
-    /// `http://host:port` (OpenAI API) or `grpc://host:port` (a worker's Generate).
+    /// `http://host:port` (OpenAI API) or `grpc://host:port` (a worker's
+    /// Generate); `grpc://h:p1,h:p2,…` is a set of workers, each request
+    /// going to the one its first message hashes to (where prefix affinity
+    /// would place it), to compare a gateway with its workers reached directly.
     #[arg(long, default_value = "http://127.0.0.1:12434")]
     pub target: String,
     /// A second target, run alternately with the first; ratios are printed.
@@ -107,15 +110,23 @@ pub struct ArgsError {
 pub enum Target {
     /// An OpenAI-compatible base URL (without `/v1`).
     Http(String),
-    /// A worker's gRPC endpoint, as `http://host:port`.
-    Grpc(String),
+    /// Workers' gRPC endpoints, as `http://host:port` (one or more).
+    Grpc(Vec<String>),
 }
 
 impl Target {
     pub fn parse(option: &'static str, url: &str) -> Result<Self, ArgsError> {
         let url = url.trim_end_matches('/');
         if let Some(rest) = url.strip_prefix("grpc://") {
-            return Ok(Self::Grpc(format!("http://{rest}")));
+            let addresses: Vec<&str> = rest.split(',').map(str::trim).collect();
+            if addresses.iter().any(|a| a.is_empty()) {
+                return Err(ArgsError {
+                    option,
+                    reason: format!("`{url}` has an empty worker address"),
+                });
+            }
+            let endpoints = addresses.iter().map(|a| format!("http://{a}")).collect();
+            return Ok(Self::Grpc(endpoints));
         }
         if url.starts_with("http://") || url.starts_with("https://") {
             return Ok(Self::Http(url.trim_end_matches("/v1").to_owned()));
@@ -167,6 +178,15 @@ pub struct Plan {
     pub timeout: Duration,
 }
 
+/// A target as the report names it: a list of workers by its first and
+/// its length.
+fn label(url: &str) -> String {
+    match url.split_once(',') {
+        Some((first, _)) => format!("{first},… ({} workers)", url.split(',').count()),
+        None => url.to_owned(),
+    }
+}
+
 impl Args {
     /// Checks every option; the error names the first bad one.
     pub fn plan(&self) -> Result<Plan, ArgsError> {
@@ -174,9 +194,9 @@ impl Args {
             option,
             reason: reason.to_owned(),
         };
-        let mut targets = vec![(self.target.clone(), Target::parse("target", &self.target)?)];
+        let mut targets = vec![(label(&self.target), Target::parse("target", &self.target)?)];
         if let Some(url) = &self.compare {
-            targets.push((url.clone(), Target::parse("compare", url)?));
+            targets.push((label(url), Target::parse("compare", url)?));
         }
         if !(self.duration.is_finite() && self.duration > 0.0 && self.duration <= 3600.0) {
             return Err(bad("duration", "must be in (0, 3600] seconds"));
@@ -254,7 +274,17 @@ mod tests {
         );
         assert_eq!(
             Target::parse("target", "grpc://h:2").unwrap(),
-            Target::Grpc("http://h:2".into())
+            Target::Grpc(vec!["http://h:2".into()])
+        );
+        assert_eq!(
+            Target::parse("target", "grpc://h:2,h:3").unwrap(),
+            Target::Grpc(vec!["http://h:2".into(), "http://h:3".into()])
+        );
+        let err = Target::parse("target", "grpc://h:2,").unwrap_err();
+        assert!(
+            err.reason.contains("empty worker address"),
+            "{}",
+            err.reason
         );
         assert_eq!(
             Target::parse("target", "https://h:4").unwrap(),
@@ -274,6 +304,11 @@ mod tests {
         );
         assert_eq!(plan.targets.len(), 2);
         assert_eq!(plan.rounds, 4);
+        let args = Args::parse_from(["x", "--target", "grpc://h:1,h:2,h:3"]);
+        assert_eq!(
+            args.plan().unwrap().targets[0].0,
+            "grpc://h:1,… (3 workers)"
+        );
     }
 
     #[test]

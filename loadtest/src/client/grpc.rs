@@ -1,6 +1,10 @@
 //! Herd's worker contract directly: `herd.worker.v1.Worker/Generate`, the
 //! path the gateway itself takes (for measuring the gateway's overhead).
+//! Given several workers, a request goes to the one its first message
+//! hashes to, so that the same prompt always reaches the same worker, as
+//! prefix affinity places it behind a gateway.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use herd_proto::v1 as pb;
@@ -12,21 +16,35 @@ use crate::scenarios::ChatRequest;
 
 #[derive(Debug, Clone)]
 pub struct GrpcClient {
-    client: WorkerClient<Channel>,
+    /// One per worker, in the order given.
+    clients: Vec<WorkerClient<Channel>>,
     timeout: Duration,
 }
 
 impl GrpcClient {
-    /// Connects lazily to `endpoint` (`http://host:port`).
-    pub fn new(endpoint: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(ClientError::Grpc)?
-            .tcp_nodelay(true)
-            .connect_lazy();
-        Ok(Self {
-            client: WorkerClient::new(channel),
-            timeout,
-        })
+    /// Connects lazily to each of `endpoints` (`http://host:port`).
+    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, ClientError> {
+        let clients = endpoints
+            .iter()
+            .map(|endpoint| {
+                let channel = Endpoint::from_shared(endpoint.clone())
+                    .map_err(ClientError::Grpc)?
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                Ok(WorkerClient::new(channel))
+            })
+            .collect::<Result<_, ClientError>>()?;
+        Ok(Self { clients, timeout })
+    }
+
+    /// The worker for `request` (its index): the same first message, the
+    /// same worker.
+    fn worker(&self, request: &ChatRequest) -> usize {
+        let mut hasher = DefaultHasher::new();
+        if let Some(first) = request.messages.first() {
+            first.content.hash(&mut hasher);
+        }
+        (hasher.finish() % self.clients.len() as u64) as usize
     }
 
     pub async fn send(&self, request: &ChatRequest) -> Outcome {
@@ -60,7 +78,11 @@ impl GrpcClient {
             ..Default::default()
         };
         let fail = |e: RequestError, t: &Timeline| Outcome::failed(e, t.elapsed());
-        let mut stream = match self.client.clone().generate(wire).await {
+        let mut stream = match self.clients[self.worker(request)]
+            .clone()
+            .generate(wire)
+            .await
+        {
             Ok(r) => r.into_inner(),
             Err(status) => return fail(RequestError::Grpc(status.code()), &timeline),
         };
@@ -101,5 +123,42 @@ impl GrpcClient {
                 Some(pb::generate_event::Event::Delta(_)) | None => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::scenarios::Message;
+
+    fn request(first: &str) -> ChatRequest {
+        ChatRequest {
+            id: "r".into(),
+            model: "m".into(),
+            messages: vec![Message::new("user", first)],
+            max_tokens: 1,
+            stream: false,
+            seed: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_prompt_always_reaches_the_same_worker_and_prompts_spread() {
+        let endpoints: Vec<String> = (0..100)
+            .map(|i| format!("http://127.0.0.1:{}", 20_000 + i))
+            .collect();
+        let client = GrpcClient::new(&endpoints, Duration::from_secs(1)).unwrap();
+        let prompts: Vec<String> = (0..16).map(|i| format!("prompt {i}")).collect();
+        let mut used = HashSet::new();
+        for prompt in &prompts {
+            let at = client.worker(&request(prompt));
+            assert_eq!(at, client.worker(&request(prompt)));
+            used.insert(at);
+        }
+        assert!(used.len() > 1, "16 prompts all went to worker {used:?}");
+        let one = GrpcClient::new(&endpoints[..1], Duration::from_secs(1)).unwrap();
+        assert_eq!(one.worker(&request("any")), 0);
     }
 }

@@ -129,7 +129,7 @@ impl Client {
     ) -> Result<Self, ClientError> {
         Ok(match target {
             Target::Http(base) => Self::Http(http::HttpClient::new(base, timeout, options)?),
-            Target::Grpc(endpoint) => Self::Grpc(grpc::GrpcClient::new(endpoint, timeout)?),
+            Target::Grpc(endpoints) => Self::Grpc(grpc::GrpcClient::new(endpoints, timeout)?),
         })
     }
 
