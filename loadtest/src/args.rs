@@ -178,12 +178,14 @@ pub struct Plan {
     pub timeout: Duration,
 }
 
-/// A target as the report names it: a list of workers by its first and
-/// its length.
+/// A target as the report names it: a list of gRPC workers by its first
+/// and its length, any other URL as given.
 fn label(url: &str) -> String {
     match url.split_once(',') {
-        Some((first, _)) => format!("{first},… ({} workers)", url.split(',').count()),
-        None => url.to_owned(),
+        Some((first, _)) if url.starts_with("grpc://") => {
+            format!("{first},… ({} workers)", url.split(',').count())
+        }
+        _ => url.to_owned(),
     }
 }
 
