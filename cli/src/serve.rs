@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Context length per slot (default: min(model's, 4096)).
     #[arg(long)]
     context_size: Option<u32>,
+    /// Saved prompt states kept in host memory per model (`512MiB`, `0` for
+    /// none; default: as large as the model's KV cache).
+    #[arg(long, env = "HERD_PROMPT_CACHE")]
+    prompt_cache: Option<herd_worker::config::CacheSize>,
     /// Models loaded at once; to load one more, the least recently used
     /// idle one is unloaded (default 4).
     #[arg(long, env = "HERD_MAX_LOADED_MODELS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -211,6 +215,7 @@ fn worker_config(args: &ServeArgs) -> WorkerConfig {
         store.parallel = parallel;
     }
     store.context_size = args.context_size;
+    store.prompt_cache = args.prompt_cache;
     if let Some(max) = args.max_loaded_models {
         store.max_loaded_models = usize::try_from(max).unwrap_or(usize::MAX);
     }
@@ -286,6 +291,7 @@ async fn model_to_serve(
         let mut config = ModelConfig::from_path(path.to_owned(), args.name.clone());
         config.parallel = catalog.defaults().parallel;
         config.context_size = args.context_size;
+        config.prompt_cache = args.prompt_cache;
         return Ok(config);
     }
     if model.ends_with(".gguf") || model.starts_with('/') || model.starts_with('.') {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::scrape::{Scrape, scrape_text};
 use common::{Herd, MODEL, assert_error, chat};
 use serde_json::{Value, json};
 
@@ -132,6 +133,68 @@ async fn shared_system_prompt_is_served_from_the_cache() {
         .post("/v1/chat/completions", &ask("Where is my parcel?"))
         .await;
     assert_eq!(content(&again), content(&first));
+}
+
+/// One slot, two conversations taking turns: A cuts B's cells from the slot
+/// and B cuts A's. The third request (A again) is served from the host-memory
+/// prompt cache with the prompt cache on, and computed whole with it off.
+#[tokio::test]
+async fn a_prompt_cut_from_its_slot_is_restored_from_host_memory() {
+    let ask = |topic: &str| {
+        json!({
+            "model": MODEL,
+            "messages": [
+                {"role": "system", "content": format!("You answer questions about {topic}. ").repeat(10)},
+                {"role": "user", "content": "What matters most?"},
+            ],
+            "temperature": 0,
+            "max_tokens": 6,
+        })
+    };
+    let cached = |body: &Value| {
+        body["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut answers = Vec::new();
+    for cache in ["64MiB", "0"] {
+        let herd = Herd::start_with(&["--parallel", "1", "--prompt-cache", cache]).await;
+        let (status, first) = herd
+            .post("/v1/chat/completions", &ask("ship engines"))
+            .await;
+        assert_eq!(status, 200, "{first}");
+        let (_, other) = herd
+            .post("/v1/chat/completions", &ask("garden plants"))
+            .await;
+        let (_, again) = herd
+            .post("/v1/chat/completions", &ask("ship engines"))
+            .await;
+        let prompt = again["usage"]["prompt_tokens"].as_u64().unwrap();
+        let text = scrape_text(&herd.http, &format!("{}/metrics", herd.url)).await;
+        let held = Scrape::parse(&text).get(&format!(
+            "herd_worker_prompt_cache_bytes{{model=\"{MODEL}\"}}"
+        ));
+        if cache == "0" {
+            // Only the chat template's opening is shared with the other
+            // conversation's cells.
+            assert!(cached(&again) < 10, "cached {} of {prompt}", cached(&again));
+            assert_eq!(held, 0.0, "{text}");
+        } else {
+            // All but the last token, which is computed for its logits.
+            assert_eq!(cached(&again), prompt - 1, "{again}");
+            // Both conversations' states (~23 KB a token for SmolLM2).
+            assert!(held > (prompt * 20_000) as f64, "{held}");
+            assert!(held <= (64 << 20) as f64, "{held}");
+        }
+        assert!(cached(&other) < 10, "{other}");
+        assert_eq!(
+            content(&again),
+            content(&first),
+            "restored cells, same answer"
+        );
+        answers.push(content(&again));
+    }
+    assert_eq!(answers[0], answers[1], "with and without the host cache");
 }
 
 fn vectors(body: &Value) -> Vec<Vec<f64>> {

@@ -19,6 +19,8 @@ pub struct LoadDefaults {
     pub parallel: u32,
     /// Context per slot; unset: min(the artifact's context size, 4096).
     pub context_size: Option<u32>,
+    /// The prompt cache's bound; unset: as large as the model's KV cache.
+    pub prompt_cache: Option<crate::config::CacheSize>,
     /// Models loaded at once on this worker (reported to gateways, which
     /// respect it when placing models).
     pub max_loaded: usize,
@@ -87,6 +89,7 @@ impl Catalog {
             LoadDefaults {
                 parallel: settings.parallel,
                 context_size: settings.context_size,
+                prompt_cache: settings.prompt_cache,
                 max_loaded: settings.max_loaded_models,
             },
         ))
@@ -129,6 +132,7 @@ impl Catalog {
         let path = self.store.prepare_gguf(model)?;
         let mut config = ModelConfig::from_path(path, Some(name));
         config.parallel = self.defaults.parallel;
+        config.prompt_cache = self.defaults.prompt_cache;
         config.chat_template = model
             .manifest
             .chat_template_layer()
@@ -163,12 +167,13 @@ impl Catalog {
                     &summary.architecture,
                 )
             });
-        let bytes = crate::footprint::estimate(
+        let bytes = crate::footprint::estimate(&crate::footprint::Footprint {
             weights,
-            shape.as_ref(),
-            self.defaults.parallel,
-            self.context_size(model),
-        );
+            shape: shape.as_ref(),
+            slots: self.defaults.parallel,
+            context: self.context_size(model),
+            prompt_cache: self.defaults.prompt_cache.map(|size| size.0),
+        });
         lock(&self.estimates).insert(model.id.clone(), bytes);
         bytes
     }

@@ -121,6 +121,11 @@ pub struct WorkerArgs {
     /// file's `store.context_size` and applies to --model.
     #[arg(long, env = "HERD_CONTEXT_SIZE")]
     context_size: Option<u32>,
+    /// Saved prompt states kept in host memory per model (`512MiB`, `0` for
+    /// none; default: as large as the model's KV cache); overrides the
+    /// file's `store.prompt_cache` and applies to --model.
+    #[arg(long, env = "HERD_PROMPT_CACHE")]
+    prompt_cache: Option<crate::config::CacheSize>,
     /// llama.cpp threads (default: one per core); overrides the file.
     #[arg(long, env = "HERD_THREADS")]
     threads: Option<u32>,
@@ -232,6 +237,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     if let Some(context_size) = args.context_size {
         config.store.context_size = Some(context_size);
     }
+    if let Some(size) = args.prompt_cache {
+        config.store.prompt_cache = Some(size);
+    }
     if let Some(threads) = args.threads {
         config.threads = threads;
     }
@@ -246,6 +254,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         let mut model = ModelConfig::from_path(path, args.name);
         model.parallel = config.store.parallel;
         model.context_size = config.store.context_size;
+        model.prompt_cache = config.store.prompt_cache;
         config.models.push(model);
     }
     config.validate()?;

@@ -82,6 +82,36 @@ impl<'de> Deserialize<'de> for MemorySize {
     }
 }
 
+/// The host-memory prompt cache's bound: a [`MemorySize`], or `0` (off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSize(pub u64);
+
+impl std::str::FromStr for CacheSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim() == "0" {
+            return Ok(Self(0));
+        }
+        crate::footprint::parse_size(text).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CacheSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Bytes(n) => Ok(Self(n)),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
@@ -120,6 +150,10 @@ pub struct StoreSettings {
     /// Context per slot of a model loaded from the store; default
     /// min(the artifact's context size, 4096).
     pub context_size: Option<u32>,
+    /// Bytes of saved prompt states each model loaded from the store keeps
+    /// in host memory (`512MiB`, `0` for none); default as large as the
+    /// model's KV cache (see [`crate::footprint`]).
+    pub prompt_cache: Option<CacheSize>,
     /// Models loaded at once on this worker; the gateway unloads an idle
     /// one before loading one more. Default 4.
     pub max_loaded_models: usize,
@@ -133,6 +167,7 @@ impl Default for StoreSettings {
             insecure_registries: Vec::new(),
             parallel: default_parallel(),
             context_size: None,
+            prompt_cache: None,
             max_loaded_models: 4,
         }
     }
@@ -180,6 +215,10 @@ pub struct ModelConfig {
     /// Context length per slot; default min(model's training context, 4096).
     #[serde(default)]
     pub context_size: Option<u32>,
+    /// Bytes of saved prompt states kept in host memory (`512MiB`, `0` for
+    /// none); default as large as the model's KV cache.
+    #[serde(default)]
+    pub prompt_cache: Option<CacheSize>,
     /// Layers offloaded to the GPU (all by default; ignored by CPU builds).
     #[serde(default = "default_gpu_layers")]
     pub gpu_layers: u32,
@@ -203,6 +242,7 @@ impl ModelConfig {
             path,
             parallel: default_parallel(),
             context_size: None,
+            prompt_cache: None,
             gpu_layers: default_gpu_layers(),
             chat_template: None,
         }
@@ -364,6 +404,7 @@ mod tests {
         let config = WorkerConfig::from_file(&path).unwrap();
         assert_eq!(config.models.len(), 1);
         assert_eq!(config.models[0].name, "ai/smollm2");
+        assert_eq!(config.models[0].prompt_cache, Some(CacheSize(256 << 20)));
         assert_eq!(config.store.default_registry, "docker.io");
         assert_eq!(config.store.path, Path::new("/var/lib/herd/models"));
         assert_eq!(config.gpu, crate::gpu::GpuSettings::default());
@@ -394,6 +435,18 @@ mod tests {
         }
         // Unset: the host's memory.
         assert!(WorkerConfig::default().capacity(false).memory_limit_bytes > 0);
+    }
+
+    #[test]
+    fn the_prompt_cache_takes_sizes_and_zero() {
+        let config: WorkerConfig = toml::from_str("[store]\nprompt_cache = '1GiB'").unwrap();
+        assert_eq!(config.store.prompt_cache, Some(CacheSize(1 << 30)));
+        for off in ["prompt_cache = 0", "prompt_cache = '0'"] {
+            let config: WorkerConfig = toml::from_str(&format!("[store]\n{off}")).unwrap();
+            assert_eq!(config.store.prompt_cache, Some(CacheSize(0)), "{off}");
+        }
+        assert!(toml::from_str::<WorkerConfig>("[store]\nprompt_cache = 'lots'").is_err());
+        assert_eq!(WorkerConfig::default().store.prompt_cache, None, "auto");
     }
 
     #[test]

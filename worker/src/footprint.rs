@@ -7,8 +7,15 @@
 //!        + kv_per_token × context × (slots + 1)     generation slots + the embedding context
 //!        + 4 B × 512 × context × n_head             attention scores of one 512-token batch
 //!        + 32 MiB                                   graph, output buffers, scratch
+//!        + prompt_cache                             host-memory prompt cache (its bound)
 //! kv_per_token = n_layer × n_head_kv × (key_length + value_length) × 2 B   (f16 cache)
+//! prompt_cache = as configured, else kv_per_token × context × slots
 //! ```
+//!
+//! The prompt cache's default is as large as the slots' own KV cache: it
+//! keeps as many saved prompts again as the slots hold. It lives in host
+//! memory even when the model is offloaded to a GPU; it is counted in the
+//! one budget all the same (an overestimate there, never an under).
 //!
 //! Checked against the measured RSS of SmolLM2-135M (docs/scheduler.md):
 //! the estimate stays above what a worker holds after loading, generating
@@ -68,11 +75,43 @@ impl ModelShape {
     }
 }
 
-/// The estimated memory of a model with `weights` tensor bytes, loaded with
-/// `slots` slots of `context` tokens. Without a shape (an architecture whose
+/// The shape and size of a model as loaded: what its memory depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint<'a> {
+    /// Tensor bytes.
+    pub weights: u64,
+    /// `None` for an architecture whose metadata is not understood.
+    pub shape: Option<&'a ModelShape>,
+    pub slots: u32,
+    /// Context per slot.
+    pub context: u32,
+    /// The configured prompt cache bound; `None`: the default.
+    pub prompt_cache: Option<u64>,
+}
+
+/// The host-memory prompt cache's bound: as configured, else as large as
+/// the slots' KV cache (without a shape: as the weights).
+pub fn prompt_cache(model: &Footprint<'_>) -> u64 {
+    model.prompt_cache.unwrap_or_else(|| match model.shape {
+        Some(shape) => shape
+            .kv_bytes_per_token()
+            .saturating_mul(u64::from(model.context))
+            .saturating_mul(u64::from(model.slots)),
+        None => model.weights,
+    })
+}
+
+/// The estimated memory of a model. Without a shape (an architecture whose
 /// metadata is not understood) the KV cache is taken as large as the
 /// weights, a deliberately generous guess.
-pub fn estimate(weights: u64, shape: Option<&ModelShape>, slots: u32, context: u32) -> u64 {
+pub fn estimate(model: &Footprint<'_>) -> u64 {
+    let Footprint {
+        weights,
+        shape,
+        slots,
+        context,
+        ..
+    } = *model;
     let context = u64::from(context);
     let contexts = u64::from(slots) + 1;
     let (kv, scores) = match shape {
@@ -91,34 +130,46 @@ pub fn estimate(weights: u64, shape: Option<&ModelShape>, slots: u32, context: u
         .saturating_add(kv)
         .saturating_add(scores)
         .saturating_add(FIXED_OVERHEAD)
+        .saturating_add(prompt_cache(model))
 }
 
-/// The estimate for a model of the worker's config (a GGUF file): its
-/// header's tensor bytes (all shards of a split model) and shape, at the
-/// configured slots and context. An unreadable file counts its size twice
-/// (the load will fail anyway, with a better error).
-pub fn estimate_file(config: &crate::config::ModelConfig) -> u64 {
+/// `f` of the footprint of a model of the worker's config (a GGUF file):
+/// its header's tensor bytes (all shards of a split model) and shape, at
+/// the configured slots, context and prompt cache. An unreadable file
+/// counts its size as the weights and has no shape.
+pub fn of_file<T>(config: &crate::config::ModelConfig, f: impl FnOnce(&Footprint<'_>) -> T) -> T {
     let context = |trained: Option<u64>| {
         config
             .context_size
             .unwrap_or_else(|| crate::config::default_context_size(trained))
     };
+    let prompt_cache = config.prompt_cache.map(|size| size.0);
     match herd_store::gguf::GgufSummary::read(&config.path) {
         Ok(summary) => {
             let shape = ModelShape::from_metadata(&summary.metadata, &summary.architecture);
-            let weights = split_weights(&config.path, &summary).unwrap_or(summary.tensor_bytes);
-            estimate(
-                weights,
-                shape.as_ref(),
-                config.parallel,
-                context(summary.context_length),
-            )
+            f(&Footprint {
+                weights: split_weights(&config.path, &summary).unwrap_or(summary.tensor_bytes),
+                shape: shape.as_ref(),
+                slots: config.parallel,
+                context: context(summary.context_length),
+                prompt_cache,
+            })
         }
-        Err(_) => {
-            let size = std::fs::metadata(&config.path).map_or(0, |m| m.len());
-            estimate(size, None, config.parallel, context(None))
-        }
+        Err(_) => f(&Footprint {
+            weights: std::fs::metadata(&config.path).map_or(0, |m| m.len()),
+            shape: None,
+            slots: config.parallel,
+            context: context(None),
+            prompt_cache,
+        }),
     }
+}
+
+/// The estimate for a model of the worker's config (see [`of_file`]); an
+/// unreadable file counts its size twice (the load will fail anyway, with a
+/// better error).
+pub fn estimate_file(config: &crate::config::ModelConfig) -> u64 {
+    of_file(config, estimate)
 }
 
 /// Bytes of every shard of a split GGUF (`name-00001-of-00003.gguf`), by
@@ -188,17 +239,38 @@ mod tests {
         let shape = ModelShape::from_metadata(&smollm2(), "llama").unwrap();
         // llama.cpp logs "CPU KV buffer size = 360.00 MiB" for 4 × 4096 tokens.
         assert_eq!(shape.kv_bytes_per_token() * 4 * 4096, 360 << 20);
-        let need = estimate(92 << 20, Some(&shape), 4, 4096);
+        let model = Footprint {
+            weights: 92 << 20,
+            shape: Some(&shape),
+            slots: 4,
+            context: 4096,
+            prompt_cache: Some(0),
+        };
+        let need = estimate(&model);
         // Measured: 558 MiB of RSS for the model after generating on all
         // slots and embedding (short inputs); the estimate must not be below.
         assert!(need > 558 << 20, "{}", need >> 20);
         assert!(need < 700 << 20, "{}", need >> 20);
+        // By default the prompt cache may hold as much as the slots.
+        let default = Footprint {
+            prompt_cache: None,
+            ..model
+        };
+        assert_eq!(prompt_cache(&default), 360 << 20);
+        assert_eq!(estimate(&default), need + (360 << 20));
     }
 
     #[test]
     fn unknown_shapes_are_guessed_generously() {
         assert!(ModelShape::from_metadata(&BTreeMap::new(), "llama").is_none());
-        assert!(estimate(100, None, 4, 4096) >= 200);
+        let model = Footprint {
+            weights: 100,
+            shape: None,
+            slots: 4,
+            context: 4096,
+            prompt_cache: None,
+        };
+        assert!(estimate(&model) >= 300, "weights, KV and prompt cache");
     }
 
     #[test]

@@ -226,7 +226,7 @@ impl Collector for EngineCollector {
             count.metric_type(),
         )?)?;
         type PerModel = fn(&crate::engine::ModelInfo) -> u64;
-        let per_model: [(&str, &str, PerModel); 4] = [
+        let per_model: [(&str, &str, PerModel); 5] = [
             (
                 "herd_worker_slots",
                 "Generation slots of each loaded model",
@@ -241,6 +241,11 @@ impl Collector for EngineCollector {
                 "herd_worker_kv_cells_used",
                 "KV cache cells the slots hold (running generations and prompts kept for reuse), by model",
                 |m| m.kv_cells_used,
+            ),
+            (
+                "herd_worker_prompt_cache_bytes",
+                "Bytes of saved prompt states the host-memory prompt cache holds, by model",
+                |m| m.prompt_cache_bytes,
             ),
             (
                 "herd_worker_model_memory_bytes",

@@ -543,6 +543,7 @@ impl Engine for MockEngine {
                 slots_total: self.config.slots,
                 slots_busy: model.busy.load(Ordering::Acquire),
                 kv_cells_used: 0,
+                prompt_cache_bytes: 0,
                 loaded: true,
                 architecture: "mock".into(),
                 parameters: 0,

@@ -210,6 +210,9 @@ pub struct ModelInfo {
     /// KV cache cells its slots hold: running generations and the prompts
     /// kept for reuse (0 where the engine does not count them).
     pub kv_cells_used: u64,
+    /// Bytes of saved prompt states in host memory (0 where the engine has
+    /// no such cache).
+    pub prompt_cache_bytes: u64,
     pub loaded: bool,
     pub architecture: String,
     pub parameters: u64,

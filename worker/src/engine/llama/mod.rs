@@ -4,12 +4,13 @@
 mod embed;
 mod grammar;
 mod model;
+mod prompt_cache;
 mod runner;
 mod sampler;
 mod template;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -54,8 +55,8 @@ struct ModelRunner {
     settings: RunnerSettings,
     jobs: Sender<Job>,
     busy: Arc<AtomicU32>,
-    /// KV cells its slots hold, as the decode loop last counted.
-    kv_cells: Arc<AtomicU64>,
+    /// KV cells and prompt cache bytes, as the decode loop last counted.
+    occupancy: Arc<runner::Occupancy>,
     /// False once the decode loop has stopped (shutdown or a panic).
     alive: Arc<AtomicBool>,
     loaded_at_unix: i64,
@@ -94,7 +95,7 @@ impl ModelRunner {
 }
 
 /// A model file with the slots and context it is loaded with.
-type EstimateKey = (std::path::PathBuf, u32, Option<u32>);
+type EstimateKey = (std::path::PathBuf, u32, Option<u32>, Option<u64>);
 
 /// Runs GGUF models with llama.cpp.
 #[derive(Debug)]
@@ -109,7 +110,7 @@ pub struct LlamaEngine {
     gpu: GpuPlan,
     counters: Arc<Counters>,
     changes: Changes,
-    /// Memory estimates by (file, slots, context): the GGUF header is read
+    /// Memory estimates by (file, slots, context, prompt cache): the GGUF header is read
     /// once per file, not per status.
     estimates: Mutex<HashMap<EstimateKey, u64>>,
 }
@@ -229,6 +230,7 @@ fn start_model(
         context_per_slot,
         threads: i32::try_from(threads).unwrap_or(1),
         flash_attention: gpu.flash_attention.llama_value(),
+        prompt_cache_bytes: crate::footprint::of_file(config, crate::footprint::prompt_cache),
     };
     let (jobs, job_rx) = channel::<Job>();
     let (ready_tx, ready_rx) = sync_channel(1);
@@ -237,8 +239,8 @@ fn start_model(
     let thread_counters = counters.clone();
     let alive = Arc::new(AtomicBool::new(true));
     let thread_alive = alive.clone();
-    let kv_cells = Arc::new(AtomicU64::new(0));
-    let thread_kv_cells = kv_cells.clone();
+    let occupancy = Arc::new(runner::Occupancy::default());
+    let thread_occupancy = occupancy.clone();
     let name = config.name.clone();
     std::thread::Builder::new()
         .name(format!("decode:{}", config.name))
@@ -250,7 +252,7 @@ fn start_model(
                     &thread_settings,
                     &job_rx,
                     &thread_counters,
-                    &thread_kv_cells,
+                    &thread_occupancy,
                     |result| {
                         let _ = ready_tx.send(result);
                     },
@@ -271,6 +273,7 @@ fn start_model(
         path = %config.path.display(),
         slots = settings.slots,
         context_per_slot = settings.context_per_slot,
+        prompt_cache_mib = settings.prompt_cache_bytes >> 20,
         threads = settings.threads,
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"
@@ -281,7 +284,7 @@ fn start_model(
         settings,
         jobs,
         busy: Arc::new(AtomicU32::new(0)),
-        kv_cells,
+        occupancy,
         alive,
         loaded_at_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -464,7 +467,12 @@ impl Engine for LlamaEngine {
     }
 
     fn estimate(&self, config: &ModelConfig) -> u64 {
-        let key = (config.path.clone(), config.parallel, config.context_size);
+        let key = (
+            config.path.clone(),
+            config.parallel,
+            config.context_size,
+            config.prompt_cache.map(|size| size.0),
+        );
         let mut cache = self
             .estimates
             .lock()
@@ -494,7 +502,8 @@ impl Engine for LlamaEngine {
                 context_size: r.settings.context_per_slot,
                 slots_total: r.settings.slots,
                 slots_busy: r.busy.load(Ordering::Acquire),
-                kv_cells_used: r.kv_cells.load(Ordering::Relaxed),
+                kv_cells_used: r.occupancy.kv_cells.load(Ordering::Relaxed),
+                prompt_cache_bytes: r.occupancy.prompt_cache_bytes.load(Ordering::Relaxed),
                 loaded: r.alive.load(Ordering::Acquire),
                 architecture: r.model.architecture.clone(),
                 parameters: r.model.parameters,

@@ -5,13 +5,18 @@
 //!
 //! Prompt cache: a slot's KV cells stay after its generation ends. A new
 //! request takes the free slot whose cached tokens share the longest prefix
-//! with its prompt and computes only the rest.
+//! with its prompt and computes only the rest. Before a slot's cells are cut
+//! for another prompt they are saved in the host-memory prompt cache
+//! ([`super::prompt_cache`]), and restored from there when a later prompt
+//! shares more with them than with any free slot.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
+use llama_cpp_2::LlamaStateSeqFlags;
+use llama_cpp_2::SeqState;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -22,6 +27,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use super::prompt_cache::{PromptCache, common_prefix};
 use crate::engine::counters::Counters;
 use crate::engine::slots::SlotPermit;
 use crate::engine::text::{Step, TextAssembler};
@@ -58,6 +64,18 @@ pub struct RunnerSettings {
     pub threads: i32,
     /// llama.cpp's flash-attention policy (-1 auto, 0 off, 1 on).
     pub flash_attention: i32,
+    /// Bytes of slot states the host-memory prompt cache keeps (0: off).
+    pub prompt_cache_bytes: u64,
+}
+
+/// What the decode loop holds, as it last counted, for the worker's status
+/// and metrics.
+#[derive(Debug, Default)]
+pub struct Occupancy {
+    /// KV cells of the slots (running generations and prompts kept).
+    pub kv_cells: AtomicU64,
+    /// Bytes of the host-memory prompt cache.
+    pub prompt_cache_bytes: AtomicU64,
 }
 
 /// One llama.cpp sequence: what its KV cells hold, and the generation using
@@ -101,7 +119,7 @@ pub fn run(
     settings: &RunnerSettings,
     jobs: &Receiver<Job>,
     counters: &Counters,
-    kv_cells: &AtomicU64,
+    occupancy: &Occupancy,
     ready: impl FnOnce(Result<(), EngineError>),
 ) {
     let n_ctx = settings.context_per_slot.saturating_mul(settings.slots);
@@ -132,13 +150,14 @@ pub fn run(
         i32::try_from(settings.slots).unwrap_or(1),
     );
     let mut slots: Vec<Slot> = (0..settings.slots).map(|_| Slot::default()).collect();
+    let mut cache = PromptCache::new(settings.prompt_cache_bytes);
 
     loop {
-        if !take_jobs(jobs, &mut slots, &mut ctx, model, counters) {
+        if !take_jobs(jobs, &mut slots, &mut cache, &mut ctx, model, counters) {
             return;
         }
         drop_cancelled(&mut slots, counters);
-        record_kv_cells(&slots, kv_cells);
+        record(&slots, &cache, occupancy);
         if slots.iter().all(|s| s.active.is_none()) {
             continue;
         }
@@ -154,15 +173,18 @@ pub fn run(
             continue;
         }
         sample_and_emit(model, &mut slots, &mut ctx, settings, counters);
-        record_kv_cells(&slots, kv_cells);
+        record(&slots, &cache, occupancy);
     }
 }
 
 /// Publishes how many KV cells the slots hold (running generations and
-/// the prompts kept for reuse), for the worker's metrics.
-fn record_kv_cells(slots: &[Slot], kv_cells: &AtomicU64) {
+/// the prompts kept for reuse) and the prompt cache's size.
+fn record(slots: &[Slot], cache: &PromptCache<SeqState>, occupancy: &Occupancy) {
     let cells: usize = slots.iter().map(|s| s.kv.len()).sum();
-    kv_cells.store(cells as u64, Ordering::Relaxed);
+    occupancy.kv_cells.store(cells as u64, Ordering::Relaxed);
+    occupancy
+        .prompt_cache_bytes
+        .store(cache.bytes(), Ordering::Relaxed);
 }
 
 /// Moves newly admitted jobs into free slots. Blocks while nothing is active.
@@ -170,6 +192,7 @@ fn record_kv_cells(slots: &[Slot], kv_cells: &AtomicU64) {
 fn take_jobs(
     jobs: &Receiver<Job>,
     slots: &mut [Slot],
+    cache: &mut PromptCache<SeqState>,
     ctx: &mut LlamaContext<'_>,
     model: &LlamaModel,
     counters: &Counters,
@@ -206,6 +229,7 @@ fn take_jobs(
                 )));
             continue;
         };
+        swap_through_cache(ctx, cache, free, &mut slots[free].kv, &job.prompt);
         let reused = reuse_prefix(ctx, free, &mut slots[free].kv, &job.prompt);
         let text = TextAssembler::new(job.stop.clone());
         slots[free].active = Some(Active {
@@ -250,8 +274,55 @@ fn best_slot(slots: &[Slot], prompt: &[LlamaToken]) -> Option<usize> {
         .map_or(Some(best), |(i, _)| Some(i))
 }
 
-fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+/// Before `slot` takes `prompt`: saves the cells it is about to lose in the
+/// host-memory cache, and restores the cached state that shares more with
+/// `prompt` than the slot does, if there is one.
+fn swap_through_cache(
+    ctx: &mut LlamaContext<'_>,
+    cache: &mut PromptCache<SeqState>,
+    slot: usize,
+    kv: &mut Vec<LlamaToken>,
+    prompt: &[LlamaToken],
+) {
+    // The prompt's last token is always computed (for its logits).
+    let usable = &prompt[..prompt.len().saturating_sub(1)];
+    let shared = common_prefix(kv, usable);
+    let restore = cache.lookup(usable, shared).is_some();
+    let keep = if restore { 0 } else { shared };
+    if kv.len() > keep {
+        save(ctx, cache, slot, kv);
+    }
+    if !restore {
+        return;
+    }
+    // Looked up again: saving may have replaced the entry found.
+    let Some((tokens, state)) = cache.lookup(usable, shared) else {
+        return;
+    };
+    let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+    kv.clear();
+    match ctx.state_seq_set(state, seq_id(slot)) {
+        Ok(()) => kv.extend_from_slice(tokens),
+        Err(e) => {
+            tracing::warn!(error = %e, "a cached prompt state could not be restored");
+            let tokens = tokens.to_vec();
+            let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+            cache.forget(&tokens);
+        }
+    }
+}
+
+/// Copies `slot`'s KV state into the host-memory cache, unless the cache
+/// holds it already or it would not fit.
+fn save(ctx: &LlamaContext<'_>, cache: &mut PromptCache<SeqState>, slot: usize, kv: &[LlamaToken]) {
+    let flags = LlamaStateSeqFlags::empty();
+    if !cache.wants(kv, ctx.state_seq_get_size_ext(seq_id(slot), flags)) {
+        return;
+    }
+    match ctx.state_seq_get(seq_id(slot), flags) {
+        Ok(state) => cache.save(kv.to_vec(), state),
+        Err(e) => tracing::warn!(error = %e, "a slot's prompt state could not be saved"),
+    }
 }
 
 /// Keeps the slot's KV cells that match the start of `prompt` (all but the
