@@ -135,40 +135,46 @@ async fn shared_system_prompt_is_served_from_the_cache() {
     assert_eq!(content(&again), content(&first));
 }
 
+/// The answer of a prompt whose KV cells (all but its last token) are
+/// reused, restored or not, compared with one computed whole: llama.cpp's
+/// numerics differ between a whole-prompt batch and a one-token step, so
+/// a greedy answer may differ too; the references below are answers served
+/// from the same cells in the slot itself.
+fn chat_about(topic: &str, max_tokens: u32) -> Value {
+    json!({
+        "model": MODEL,
+        "messages": [
+            {"role": "system", "content": format!("You answer questions about {topic}. ").repeat(10)},
+            {"role": "user", "content": "What matters most?"},
+        ],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+    })
+}
+
+fn cached_tokens(body: &Value) -> u64 {
+    body["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap()
+}
+
 /// One slot, two conversations taking turns: A cuts B's cells from the slot
 /// and B cuts A's. The third request (A again) is served from the host-memory
 /// prompt cache with the prompt cache on, and computed whole with it off.
 #[tokio::test]
 async fn a_prompt_cut_from_its_slot_is_restored_from_host_memory() {
-    let ask = |topic: &str| {
-        json!({
-            "model": MODEL,
-            "messages": [
-                {"role": "system", "content": format!("You answer questions about {topic}. ").repeat(10)},
-                {"role": "user", "content": "What matters most?"},
-            ],
-            "temperature": 0,
-            "max_tokens": 6,
-        })
-    };
-    let cached = |body: &Value| {
-        body["usage"]["prompt_tokens_details"]["cached_tokens"]
-            .as_u64()
-            .unwrap()
-    };
-    let mut answers = Vec::new();
+    let (a, b) = (
+        chat_about("ship engines", 6),
+        chat_about("garden plants", 6),
+    );
+    let mut restored = String::new();
     for cache in ["64MiB", "0"] {
         let herd = Herd::start_with(&["--parallel", "1", "--prompt-cache", cache]).await;
-        let (status, first) = herd
-            .post("/v1/chat/completions", &ask("ship engines"))
-            .await;
+        let (status, first) = herd.post("/v1/chat/completions", &a).await;
         assert_eq!(status, 200, "{first}");
-        let (_, other) = herd
-            .post("/v1/chat/completions", &ask("garden plants"))
-            .await;
-        let (_, again) = herd
-            .post("/v1/chat/completions", &ask("ship engines"))
-            .await;
+        let (_, other) = herd.post("/v1/chat/completions", &b).await;
+        assert!(cached_tokens(&other) < 10, "{other}");
+        let (_, again) = herd.post("/v1/chat/completions", &a).await;
         let prompt = again["usage"]["prompt_tokens"].as_u64().unwrap();
         let text = scrape_text(&herd.http, &format!("{}/metrics", herd.url)).await;
         let held = Scrape::parse(&text).get(&format!(
@@ -177,22 +183,47 @@ async fn a_prompt_cut_from_its_slot_is_restored_from_host_memory() {
         if cache == "0" {
             // Only the chat template's opening is shared with the other
             // conversation's cells.
-            assert!(cached(&again) < 10, "cached {} of {prompt}", cached(&again));
+            assert!(cached_tokens(&again) < 10, "{again}");
             assert_eq!(held, 0.0, "{text}");
+            // A once more: now from the slot's own cells, as many as were
+            // restored above.
+            let (_, in_slot) = herd.post("/v1/chat/completions", &a).await;
+            assert_eq!(cached_tokens(&in_slot), prompt - 1, "{in_slot}");
+            assert_eq!(restored, content(&in_slot), "restored cells, same answer");
         } else {
             // All but the last token, which is computed for its logits.
-            assert_eq!(cached(&again), prompt - 1, "{again}");
+            assert_eq!(cached_tokens(&again), prompt - 1, "{again}");
             // Both conversations' states (~23 KB a token for SmolLM2).
             assert!(held > (prompt * 20_000) as f64, "{held}");
             assert!(held <= (64 << 20) as f64, "{held}");
+            restored = content(&again);
         }
-        assert!(cached(&other) < 10, "{other}");
-        assert_eq!(
-            content(&again),
-            content(&first),
-            "restored cells, same answer"
+    }
+}
+
+/// Two conversations at once on 2 slots, then each again alone: with the
+/// host cache each request takes the lowest free slot, and the cells of the
+/// other slot are brought to it through the cache, so both are served from
+/// cells as they are without the cache (from their own slots).
+#[tokio::test]
+async fn a_prompt_held_by_another_free_slot_is_brought_to_the_one_taken() {
+    let (a, b) = (chat_about("rivers", 4), chat_about("violins", 4));
+    let mut answers = Vec::new();
+    for cache in ["64MiB", "0"] {
+        let herd = Herd::start_with(&["--parallel", "2", "--prompt-cache", cache]).await;
+        let (first_a, first_b) = tokio::join!(
+            herd.post("/v1/chat/completions", &a),
+            herd.post("/v1/chat/completions", &b)
         );
-        answers.push(content(&again));
+        assert_eq!((first_a.0, first_b.0), (200, 200));
+        let mut run = Vec::new();
+        for body in [&a, &b] {
+            let (_, again) = herd.post("/v1/chat/completions", body).await;
+            let prompt = again["usage"]["prompt_tokens"].as_u64().unwrap();
+            assert_eq!(cached_tokens(&again), prompt - 1, "cache {cache}: {again}");
+            run.push(content(&again));
+        }
+        answers.push(run);
     }
     assert_eq!(answers[0], answers[1], "with and without the host cache");
 }

@@ -56,6 +56,11 @@ impl<S: StateBytes> PromptCache<S> {
         }
     }
 
+    /// Whether the cache may hold anything.
+    pub fn is_on(&self) -> bool {
+        self.limit > 0
+    }
+
     /// Bytes of the states held.
     pub fn bytes(&self) -> u64 {
         self.used

@@ -8,7 +8,9 @@
 //! with its prompt and computes only the rest. Before a slot's cells are cut
 //! for another prompt they are saved in the host-memory prompt cache
 //! ([`super::prompt_cache`]), and restored from there when a later prompt
-//! shares more with them than with any free slot.
+//! shares more with them than with any free slot. With that cache on, a
+//! new request takes the lowest free slot (busy slots kept together, see
+//! [`lowest_free`]) and its prompt's cells are brought there.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -220,7 +222,12 @@ fn take_jobs(
             }
         };
         // Admission (`SlotPermit`) guarantees a free slot.
-        let Some(free) = best_slot(slots, &job.prompt) else {
+        let chosen = if cache.is_on() {
+            lowest_free(slots)
+        } else {
+            best_slot(slots, &job.prompt)
+        };
+        let Some(free) = chosen else {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             let _ = job
                 .events
@@ -229,6 +236,7 @@ fn take_jobs(
                 )));
             continue;
         };
+        lend(ctx, cache, slots, free, &job.prompt);
         swap_through_cache(ctx, cache, free, &mut slots[free].kv, &job.prompt);
         let reused = reuse_prefix(ctx, free, &mut slots[free].kv, &job.prompt);
         let text = TextAssembler::new(job.stop.clone());
@@ -250,7 +258,18 @@ fn take_jobs(
     }
 }
 
-/// The free slot for `prompt`. The one whose cache shares the longest
+/// The free slot with the lowest index: the slot a new request takes when
+/// the host-memory cache can bring its prompt's cells to any slot. Keeping
+/// the busy slots together matters: with one KV stream per slot, llama.cpp
+/// puts only sequences with consecutive ids into one micro-batch, so 4
+/// generations in slots 0, 3, 5 and 7 cost 4 graph computations per step
+/// where slots 0–3 cost one.
+fn lowest_free(slots: &[Slot]) -> Option<usize> {
+    slots.iter().position(|s| s.active.is_none())
+}
+
+/// The free slot for `prompt` without the host-memory cache: the one whose
+/// cache shares the longest
 /// prefix with it (among equals, the least cached) if reusing that cache is
 /// worth what it destroys: the prompt is all in it, or the shared part is at
 /// least twice what would be cut away (the rest of another conversation).
@@ -272,6 +291,31 @@ fn best_slot(slots: &[Slot], prompt: &[LlamaToken]) -> Option<usize> {
     free()
         .find(|(_, s)| s.kv.is_empty())
         .map_or(Some(best), |(i, _)| Some(i))
+}
+
+/// When another free slot than `target` shares more of `prompt` than
+/// `target` does, copies that slot's state into the host-memory cache (the
+/// slot keeps its cells), from where `target` restores it.
+fn lend(
+    ctx: &LlamaContext<'_>,
+    cache: &mut PromptCache<SeqState>,
+    slots: &[Slot],
+    target: usize,
+    prompt: &[LlamaToken],
+) {
+    let usable = &prompt[..prompt.len().saturating_sub(1)];
+    let own = common_prefix(&slots[target].kv, usable);
+    let best = slots
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| *i != target && s.active.is_none())
+        .map(|(i, s)| (i, common_prefix(&s.kv, usable)))
+        .max_by_key(|&(_, shared)| shared);
+    if let Some((lender, shared)) = best
+        && shared > own
+    {
+        save(ctx, cache, lender, &slots[lender].kv);
+    }
 }
 
 /// Before `slot` takes `prompt`: saves the cells it is about to lose in the
