@@ -303,6 +303,9 @@ fn lend(
     target: usize,
     prompt: &[LlamaToken],
 ) {
+    if !cache.is_on() {
+        return;
+    }
     let usable = &prompt[..prompt.len().saturating_sub(1)];
     let own = common_prefix(&slots[target].kv, usable);
     let best = slots
@@ -328,6 +331,9 @@ fn swap_through_cache(
     kv: &mut Vec<LlamaToken>,
     prompt: &[LlamaToken],
 ) {
+    if !cache.is_on() {
+        return;
+    }
     // The prompt's last token is always computed (for its logits).
     let usable = &prompt[..prompt.len().saturating_sub(1)];
     let shared = common_prefix(kv, usable);
@@ -339,7 +345,7 @@ fn swap_through_cache(
     if !restore {
         return;
     }
-    // Looked up again: saving may have replaced the entry found.
+    // Looked up again: saving may have evicted the entry found.
     let Some((tokens, state)) = cache.lookup(usable, shared) else {
         return;
     };
