@@ -68,17 +68,41 @@ impl std::str::FromStr for MemorySize {
 
 impl<'de> Deserialize<'de> for MemorySize {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
+        match RawSize::deserialize(deserializer)? {
+            RawSize::Bytes(0) => Err(serde::de::Error::custom("must be at least 1 byte")),
+            raw => raw.parse(),
         }
-        match Raw::deserialize(deserializer)? {
-            Raw::Bytes(0) => Err(serde::de::Error::custom("must be at least 1 byte")),
-            Raw::Bytes(n) => Ok(Self(n)),
-            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+/// A size as a config file writes it: bytes, or text with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl RawSize {
+    fn parse<T: std::str::FromStr<Err = String> + From<u64>, E: serde::de::Error>(
+        self,
+    ) -> Result<T, E> {
+        match self {
+            Self::Bytes(n) => Ok(T::from(n)),
+            Self::Text(text) => text.parse().map_err(E::custom),
         }
+    }
+}
+
+impl From<u64> for MemorySize {
+    fn from(bytes: u64) -> Self {
+        Self(bytes)
+    }
+}
+
+impl From<u64> for CacheSize {
+    fn from(bytes: u64) -> Self {
+        Self(bytes)
     }
 }
 
@@ -99,16 +123,7 @@ impl std::str::FromStr for CacheSize {
 
 impl<'de> Deserialize<'de> for CacheSize {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::Bytes(n) => Ok(Self(n)),
-            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
-        }
+        RawSize::deserialize(deserializer)?.parse()
     }
 }
 
