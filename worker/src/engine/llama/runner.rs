@@ -3,14 +3,13 @@
 //! (continuous batching). New prompts are prefilled in chunks alongside the
 //! ongoing decodes, and a finished or cancelled slot is freed at once.
 //!
-//! Prompt cache: a slot's KV cells stay after its generation ends. A new
-//! request takes the free slot whose cached tokens share the longest prefix
-//! with its prompt and computes only the rest. Before a slot's cells are cut
-//! for another prompt they are saved in the host-memory prompt cache
-//! ([`super::prompt_cache`]), and restored from there when a later prompt
-//! shares more with them than with any free slot. With that cache on, a
-//! new request takes the lowest free slot (busy slots kept together, see
-//! [`lowest_free`]) and its prompt's cells are brought there.
+//! Prompt cache: a slot's KV cells stay after its generation ends, and a
+//! new request whose prompt shares a prefix with them computes only the
+//! rest. Before a slot's cells are cut for another prompt they are saved in
+//! the host-memory prompt cache ([`super::prompt_cache`]), and restored from
+//! there when a later prompt shares more with them than with its slot. With
+//! that cache on, a new request takes the lowest free slot (busy slots kept
+//! together, see [`lowest_free`]) and its prompt's cells are brought there.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -269,10 +268,10 @@ fn lowest_free(slots: &[Slot]) -> Option<usize> {
 }
 
 /// The free slot for `prompt` without the host-memory cache: the one whose
-/// cache shares the longest
-/// prefix with it (among equals, the least cached) if reusing that cache is
-/// worth what it destroys: the prompt is all in it, or the shared part is at
-/// least twice what would be cut away (the rest of another conversation).
+/// cache shares the longest prefix with it (among equals, the least cached)
+/// if reusing that cache is worth what it destroys: the prompt is all in
+/// it, or the shared part is at least twice what would be cut away (the
+/// rest of another conversation).
 /// Otherwise an unused slot, so the caches of other prompts live on: cutting
 /// a cache down to a shared head (a chat template's opening) saves the head
 /// once and costs the whole cache of the prompt that made it — two prompts
