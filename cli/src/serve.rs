@@ -44,7 +44,7 @@ pub struct ServeArgs {
     #[arg(long)]
     context_size: Option<u32>,
     /// Saved prompt states kept in host memory per model (`512MiB`, `0` for
-    /// none; default: as large as the model's KV cache).
+    /// none; default: as large as the model's KV cache, at most 1 GiB).
     #[arg(long, env = "HERD_PROMPT_CACHE")]
     prompt_cache: Option<herd_worker::config::CacheSize>,
     /// Models loaded at once; to load one more, the least recently used

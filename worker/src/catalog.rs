@@ -19,7 +19,7 @@ pub struct LoadDefaults {
     pub parallel: u32,
     /// Context per slot; unset: min(the artifact's context size, 4096).
     pub context_size: Option<u32>,
-    /// The prompt cache's bound; unset: as large as the model's KV cache.
+    /// The prompt cache's bound; unset: as large as the model's KV cache, at most 1 GiB.
     pub prompt_cache: Option<crate::config::CacheSize>,
     /// Models loaded at once on this worker (reported to gateways, which
     /// respect it when placing models).
@@ -169,7 +169,7 @@ impl Catalog {
             });
         let bytes = crate::footprint::estimate(&crate::footprint::Footprint {
             weights,
-            shape: shape.as_ref(),
+            shape,
             slots: self.defaults.parallel,
             context: self.context_size(model),
             prompt_cache: self.defaults.prompt_cache.map(|size| size.0),

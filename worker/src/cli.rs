@@ -122,7 +122,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "HERD_CONTEXT_SIZE")]
     context_size: Option<u32>,
     /// Saved prompt states kept in host memory per model (`512MiB`, `0` for
-    /// none; default: as large as the model's KV cache); overrides the
+    /// none; default: as large as the model's KV cache, at most 1 GiB); overrides the
     /// file's `store.prompt_cache` and applies to --model.
     #[arg(long, env = "HERD_PROMPT_CACHE")]
     prompt_cache: Option<crate::config::CacheSize>,

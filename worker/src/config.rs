@@ -68,42 +68,30 @@ impl std::str::FromStr for MemorySize {
 
 impl<'de> Deserialize<'de> for MemorySize {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match RawSize::deserialize(deserializer)? {
-            RawSize::Bytes(0) => Err(serde::de::Error::custom("must be at least 1 byte")),
-            raw => raw.parse(),
-        }
+        deserialize_size(deserializer, false).map(Self)
     }
 }
 
-/// A size as a config file writes it: bytes, or text with a unit.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawSize {
-    Bytes(u64),
-    Text(String),
-}
-
-impl RawSize {
-    fn parse<T: std::str::FromStr<Err = String> + From<u64>, E: serde::de::Error>(
-        self,
-    ) -> Result<T, E> {
-        match self {
-            Self::Bytes(n) => Ok(T::from(n)),
-            Self::Text(text) => text.parse().map_err(E::custom),
-        }
+/// A size as a config file writes it: a number of bytes, or text with a
+/// unit; 0 only where `zero` allows it.
+fn deserialize_size<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    zero: bool,
+) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
     }
-}
-
-impl From<u64> for MemorySize {
-    fn from(bytes: u64) -> Self {
-        Self(bytes)
+    match Raw::deserialize(deserializer)? {
+        Raw::Bytes(0) if !zero => Err("must be at least 1 byte".to_owned()),
+        Raw::Bytes(n) => Ok(n),
+        Raw::Text(text) if zero => text.parse::<CacheSize>().map(|size| size.0),
+        Raw::Text(text) => crate::footprint::parse_size(&text),
     }
-}
-
-impl From<u64> for CacheSize {
-    fn from(bytes: u64) -> Self {
-        Self(bytes)
-    }
+    .map_err(D::Error::custom)
 }
 
 /// The host-memory prompt cache's bound: a [`MemorySize`], or `0` (off).
@@ -123,7 +111,7 @@ impl std::str::FromStr for CacheSize {
 
 impl<'de> Deserialize<'de> for CacheSize {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        RawSize::deserialize(deserializer)?.parse()
+        deserialize_size(deserializer, true).map(Self)
     }
 }
 
@@ -167,7 +155,7 @@ pub struct StoreSettings {
     pub context_size: Option<u32>,
     /// Bytes of saved prompt states each model loaded from the store keeps
     /// in host memory (`512MiB`, `0` for none); default as large as the
-    /// model's KV cache (see [`crate::footprint`]).
+    /// model's KV cache, at most 1 GiB (see [`crate::footprint`]).
     pub prompt_cache: Option<CacheSize>,
     /// Models loaded at once on this worker; the gateway unloads an idle
     /// one before loading one more. Default 4.
@@ -231,7 +219,7 @@ pub struct ModelConfig {
     #[serde(default)]
     pub context_size: Option<u32>,
     /// Bytes of saved prompt states kept in host memory (`512MiB`, `0` for
-    /// none); default as large as the model's KV cache.
+    /// none); default as large as the model's KV cache, at most 1 GiB.
     #[serde(default)]
     pub prompt_cache: Option<CacheSize>,
     /// Layers offloaded to the GPU (all by default; ignored by CPU builds).

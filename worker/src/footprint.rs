@@ -9,11 +9,13 @@
 //!        + 32 MiB                                   graph, output buffers, scratch
 //!        + prompt_cache                             host-memory prompt cache (its bound)
 //! kv_per_token = n_layer × n_head_kv × (key_length + value_length) × 2 B   (f16 cache)
-//! prompt_cache = as configured, else kv_per_token × context × slots
+//! prompt_cache = as configured, else min(kv_per_token × context × slots, 1 GiB)
 //! ```
 //!
-//! The prompt cache's default is as large as the slots' own KV cache: it
-//! keeps as many saved prompts again as the slots hold. It lives in host
+//! The prompt cache's default is as large as the slots' own KV cache (it
+//! keeps as many saved prompts again as the slots hold), up to 1 GiB: a
+//! bound never filled still counts, and must not make a large model
+//! unplaceable where it fitted without the cache. It lives in host
 //! memory even when the model is offloaded to a GPU; it is counted in the
 //! one budget all the same (an overestimate there, never an under).
 //!
@@ -27,6 +29,8 @@ use std::collections::BTreeMap;
 const KV_ELEMENT_BYTES: u64 = 2;
 /// Tokens of one prompt batch (the runner's chunk).
 const BATCH_TOKENS: u64 = 512;
+/// The most the prompt cache takes by default.
+const DEFAULT_PROMPT_CACHE_MAX: u64 = 1 << 30;
 /// Graph, output buffers and thread scratch, whatever the model.
 const FIXED_OVERHEAD: u64 = 32 << 20;
 
@@ -77,11 +81,11 @@ impl ModelShape {
 
 /// The shape and size of a model as loaded: what its memory depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Footprint<'a> {
+pub struct Footprint {
     /// Tensor bytes.
     pub weights: u64,
     /// `None` for an architecture whose metadata is not understood.
-    pub shape: Option<&'a ModelShape>,
+    pub shape: Option<ModelShape>,
     pub slots: u32,
     /// Context per slot.
     pub context: u32,
@@ -90,21 +94,24 @@ pub struct Footprint<'a> {
 }
 
 /// The host-memory prompt cache's bound: as configured, else as large as
-/// the slots' KV cache (without a shape: as the weights).
-pub fn prompt_cache(model: &Footprint<'_>) -> u64 {
-    model.prompt_cache.unwrap_or_else(|| match model.shape {
-        Some(shape) => shape
-            .kv_bytes_per_token()
-            .saturating_mul(u64::from(model.context))
-            .saturating_mul(u64::from(model.slots)),
-        None => model.weights,
+/// the slots' KV cache (without a shape: as the weights), at most 1 GiB.
+pub fn prompt_cache(model: &Footprint) -> u64 {
+    model.prompt_cache.unwrap_or_else(|| {
+        let kv = match model.shape {
+            Some(shape) => shape
+                .kv_bytes_per_token()
+                .saturating_mul(u64::from(model.context))
+                .saturating_mul(u64::from(model.slots)),
+            None => model.weights,
+        };
+        kv.min(DEFAULT_PROMPT_CACHE_MAX)
     })
 }
 
 /// The estimated memory of a model. Without a shape (an architecture whose
 /// metadata is not understood) the KV cache is taken as large as the
 /// weights, a deliberately generous guess.
-pub fn estimate(model: &Footprint<'_>) -> u64 {
+pub fn estimate(model: &Footprint) -> u64 {
     let Footprint {
         weights,
         shape,
@@ -133,11 +140,12 @@ pub fn estimate(model: &Footprint<'_>) -> u64 {
         .saturating_add(prompt_cache(model))
 }
 
-/// `f` of the footprint of a model of the worker's config (a GGUF file):
-/// its header's tensor bytes (all shards of a split model) and shape, at
-/// the configured slots, context and prompt cache. An unreadable file
-/// counts its size as the weights and has no shape.
-pub fn of_file<T>(config: &crate::config::ModelConfig, f: impl FnOnce(&Footprint<'_>) -> T) -> T {
+/// The footprint of a model of the worker's config (a GGUF file): its
+/// header's tensor bytes (all shards of a split model) and shape, at the
+/// configured slots, context and prompt cache. An unreadable file counts its
+/// size as the weights and has no shape, so its estimate counts the size
+/// twice (the load will fail anyway, with a better error).
+pub fn of_file(config: &crate::config::ModelConfig) -> Footprint {
     let context = |trained: Option<u64>| {
         config
             .context_size
@@ -145,31 +153,21 @@ pub fn of_file<T>(config: &crate::config::ModelConfig, f: impl FnOnce(&Footprint
     };
     let prompt_cache = config.prompt_cache.map(|size| size.0);
     match herd_store::gguf::GgufSummary::read(&config.path) {
-        Ok(summary) => {
-            let shape = ModelShape::from_metadata(&summary.metadata, &summary.architecture);
-            f(&Footprint {
-                weights: split_weights(&config.path, &summary).unwrap_or(summary.tensor_bytes),
-                shape: shape.as_ref(),
-                slots: config.parallel,
-                context: context(summary.context_length),
-                prompt_cache,
-            })
-        }
-        Err(_) => f(&Footprint {
+        Ok(summary) => Footprint {
+            weights: split_weights(&config.path, &summary).unwrap_or(summary.tensor_bytes),
+            shape: ModelShape::from_metadata(&summary.metadata, &summary.architecture),
+            slots: config.parallel,
+            context: context(summary.context_length),
+            prompt_cache,
+        },
+        Err(_) => Footprint {
             weights: std::fs::metadata(&config.path).map_or(0, |m| m.len()),
             shape: None,
             slots: config.parallel,
             context: context(None),
             prompt_cache,
-        }),
+        },
     }
-}
-
-/// The estimate for a model of the worker's config (see [`of_file`]); an
-/// unreadable file counts its size twice (the load will fail anyway, with a
-/// better error).
-pub fn estimate_file(config: &crate::config::ModelConfig) -> u64 {
-    of_file(config, estimate)
 }
 
 /// Bytes of every shard of a split GGUF (`name-00001-of-00003.gguf`), by
@@ -241,7 +239,7 @@ mod tests {
         assert_eq!(shape.kv_bytes_per_token() * 4 * 4096, 360 << 20);
         let model = Footprint {
             weights: 92 << 20,
-            shape: Some(&shape),
+            shape: Some(shape),
             slots: 4,
             context: 4096,
             prompt_cache: Some(0),
@@ -258,6 +256,13 @@ mod tests {
         };
         assert_eq!(prompt_cache(&default), 360 << 20);
         assert_eq!(estimate(&default), need + (360 << 20));
+        // Up to 1 GiB: 8 slots of 8192 tokens would be 1.4 GiB.
+        let long = Footprint {
+            slots: 8,
+            context: 8192,
+            ..default
+        };
+        assert_eq!(prompt_cache(&long), 1 << 30);
     }
 
     #[test]

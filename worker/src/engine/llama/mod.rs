@@ -33,6 +33,7 @@ use crate::engine::{
     Input, ModelInfo, ToolUse,
 };
 use crate::error::EngineError;
+use crate::footprint::Footprint;
 use crate::gpu::GpuPlan;
 
 /// llama.cpp's process-wide backend; it can be initialised once only.
@@ -94,8 +95,8 @@ impl ModelRunner {
     }
 }
 
-/// A model file with the slots and context it is loaded with.
-type EstimateKey = (std::path::PathBuf, u32, Option<u32>, Option<u64>);
+/// A model file with the slots, context and prompt cache it is loaded with.
+type FootprintKey = (std::path::PathBuf, u32, Option<u32>, Option<u64>);
 
 /// Runs GGUF models with llama.cpp.
 #[derive(Debug)]
@@ -110,9 +111,9 @@ pub struct LlamaEngine {
     gpu: GpuPlan,
     counters: Arc<Counters>,
     changes: Changes,
-    /// Memory estimates by (file, slots, context, prompt cache): the GGUF header is read
-    /// once per file, not per status.
-    estimates: Mutex<HashMap<EstimateKey, u64>>,
+    /// Footprints by (file, slots, context, prompt cache): the GGUF header
+    /// is read once per file, not per status or load.
+    footprints: Mutex<HashMap<FootprintKey, Footprint>>,
 }
 
 impl LlamaEngine {
@@ -142,17 +143,16 @@ impl LlamaEngine {
             gpu,
             counters: Arc::new(Counters::default()),
             changes: Changes::default(),
-            estimates: Mutex::default(),
+            footprints: Mutex::default(),
         };
         for model_config in &config.models {
-            let memory_bytes = engine.estimate(model_config);
             let runner = start_model(
                 backend,
                 model_config,
                 engine.threads,
                 &engine.gpu,
                 &engine.counters,
-                memory_bytes,
+                &engine.footprint(model_config),
             )?;
             engine.insert(runner);
         }
@@ -166,6 +166,22 @@ impl LlamaEngine {
             .get(name)
             .cloned()
             .ok_or_else(|| EngineError::NotLoaded(name.to_owned()))
+    }
+
+    /// The footprint of a model of `config`, read from its GGUF header once.
+    fn footprint(&self, config: &ModelConfig) -> Footprint {
+        let key = (
+            config.path.clone(),
+            config.parallel,
+            config.context_size,
+            config.prompt_cache.map(|size| size.0),
+        );
+        *self
+            .footprints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_insert_with(|| crate::footprint::of_file(config))
     }
 
     fn insert(&self, runner: ModelRunner) {
@@ -218,7 +234,7 @@ fn start_model(
     threads: u32,
     gpu: &GpuPlan,
     counters: &Arc<Counters>,
-    memory_bytes: u64,
+    footprint: &Footprint,
 ) -> Result<ModelRunner, EngineError> {
     let started = Instant::now();
     let model = Arc::new(LoadedModel::load(backend, config, gpu)?);
@@ -230,7 +246,7 @@ fn start_model(
         context_per_slot,
         threads: i32::try_from(threads).unwrap_or(1),
         flash_attention: gpu.flash_attention.llama_value(),
-        prompt_cache_bytes: crate::footprint::of_file(config, crate::footprint::prompt_cache),
+        prompt_cache_bytes: crate::footprint::prompt_cache(footprint),
     };
     let (jobs, job_rx) = channel::<Job>();
     let (ready_tx, ready_rx) = sync_channel(1);
@@ -289,7 +305,7 @@ fn start_model(
         loaded_at_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
-        memory_bytes,
+        memory_bytes: crate::footprint::estimate(footprint),
         embedder: Mutex::new(None),
     })
 }
@@ -422,12 +438,16 @@ impl Engine for LlamaEngine {
             return Ok(());
         }
         let backend = backend()?;
-        let memory_bytes = self.estimate(&config);
-        check_loadable(&config, memory_bytes, self.gpu.offload)?;
+        let footprint = self.footprint(&config);
+        check_loadable(
+            &config,
+            crate::footprint::estimate(&footprint),
+            self.gpu.offload,
+        )?;
         let (threads, counters, gpu) = (self.threads, self.counters.clone(), self.gpu.clone());
         let name = config.name.clone();
         let runner = tokio::task::spawn_blocking(move || {
-            start_model(backend, &config, threads, &gpu, &counters, memory_bytes)
+            start_model(backend, &config, threads, &gpu, &counters, &footprint)
         })
         .await
         .map_err(|e| EngineError::Internal(format!("load task failed: {e}")))?
@@ -467,22 +487,7 @@ impl Engine for LlamaEngine {
     }
 
     fn estimate(&self, config: &ModelConfig) -> u64 {
-        let key = (
-            config.path.clone(),
-            config.parallel,
-            config.context_size,
-            config.prompt_cache.map(|size| size.0),
-        );
-        let mut cache = self
-            .estimates
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(bytes) = cache.get(&key) {
-            return *bytes;
-        }
-        let bytes = crate::footprint::estimate_file(config);
-        cache.insert(key, bytes);
-        bytes
+        crate::footprint::estimate(&self.footprint(config))
     }
 
     fn changes(&self) -> &Changes {
