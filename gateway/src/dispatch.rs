@@ -260,10 +260,7 @@ impl Dispatcher {
         call: F,
     ) -> Result<(T, Lease), ApiError>
     where
-        F: Fn(
-            herd_proto::v1::worker_client::WorkerClient<tonic::transport::Channel>,
-            String,
-        ) -> Fut,
+        F: Fn(crate::workers::WorkerRpc, String) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
         let mut place = None;

@@ -51,25 +51,54 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 impl WorkerTlsConfig {
-    /// tonic's client settings: the CA, and the client identity if set.
-    pub fn client_config(&self) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    /// The rustls client settings: the CA as the only root, the client
+    /// identity if set, ALPN `h2`.
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         pingora::tls::install_default_crypto_provider();
-        let mut config =
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&self.ca)?));
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
-                config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        let invalid = |path: &Path, e: &dyn std::fmt::Display| TlsError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        let certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
+            let certs = CertificateDer::pem_slice_iter(&read(path)?)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(path, &e))?;
+            if certs.is_empty() {
+                return Err(invalid(path, &"no PEM certificate in it"));
             }
-            (None, None) => {}
+            Ok(certs)
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs(&self.ca)? {
+            roots.add(cert).map_err(|e| invalid(&self.ca, &e))?;
+        }
+        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let mut config = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let private =
+                    PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| TlsError::Key {
+                        path: key.clone(),
+                        reason: e.to_string(),
+                    })?;
+                builder
+                    .with_client_auth_cert(certs(cert)?, private)
+                    .map_err(|e| TlsError::Key {
+                        path: key.clone(),
+                        reason: e.to_string(),
+                    })?
+            }
+            (None, None) => builder.with_no_client_auth(),
             _ => {
                 return Err(TlsError::Empty {
                     path: self.cert.clone().unwrap_or_default(),
                     key: self.key.clone().unwrap_or_default(),
                 });
             }
-        }
-        Ok(config)
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
     }
 }
 

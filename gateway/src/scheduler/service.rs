@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 
 use herd_proto::error::WorkerFailure;
 use herd_proto::v1 as pb;
-use herd_proto::v1::worker_client::WorkerClient;
 use herd_state::{Claim, ClaimGuard, Claims};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::transport::Channel;
 use tracing::Instrument as _;
 
 use super::core::{
@@ -25,7 +23,7 @@ use crate::config::GatewayConfig;
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::metrics::GatewayMetrics;
-use crate::workers::{Roster, WorkerEvents};
+use crate::workers::{Roster, WorkerEvents, WorkerRpc};
 
 /// How often time-driven decisions (keep-alive, replica scaling) are made.
 const TICK: Duration = Duration::from_millis(250);
@@ -115,7 +113,7 @@ pub struct Scheduler {
 pub struct Lease {
     scheduler: Arc<Scheduler>,
     pub grant: Grant,
-    pub client: WorkerClient<Channel>,
+    pub client: WorkerRpc,
     /// How long the request waited for it.
     pub waited: Duration,
     ticket: u64,

@@ -4,8 +4,13 @@
 //! membership in the state store and keeps a `WatchStatus` stream open to
 //! every worker.
 
+mod conn;
 mod roster;
 mod snapshot;
 
+pub use conn::WorkerConn;
 pub use roster::{Readiness, Roster, WorkerEvents};
+
+/// A worker's gRPC client, over its [`WorkerConn`].
+pub type WorkerRpc = herd_proto::v1::worker_client::WorkerClient<WorkerConn>;
 pub use snapshot::{NameIndex, Snapshot, WorkerView};

@@ -12,13 +12,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use herd_proto::v1 as pb;
-use herd_proto::v1::worker_client::WorkerClient;
 use herd_state::{Members, Membership, WorkerRecord};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::snapshot::{NameIndex, Snapshot, WorkerView};
+use super::{WorkerConn, WorkerRpc};
 
 /// Largest gRPC message either way (the worker uses the same limit).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -50,7 +49,7 @@ pub struct Roster {
     events: OnceLock<Arc<dyn WorkerEvents>>,
     watchers: parking_lot::Mutex<HashMap<Arc<str>, Watcher>>,
     /// How `https://` workers are reached.
-    tls: Option<ClientTlsConfig>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What `/readyz` reports.
@@ -92,7 +91,7 @@ impl Roster {
     /// workers' certificates, and this gateway's client certificate for
     /// workers that require one).
     #[must_use]
-    pub fn with_tls(mut self, tls: ClientTlsConfig) -> Self {
+    pub fn with_tls(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(tls);
         self
     }
@@ -103,13 +102,13 @@ impl Roster {
     }
 
     /// A worker's client, if it is known and its endpoint valid.
-    pub fn client(&self, id: &str) -> Option<WorkerClient<Channel>> {
+    pub fn client(&self, id: &str) -> Option<WorkerRpc> {
         self.snapshot().worker(id).and_then(|w| w.client.clone())
     }
 
     /// A worker to run model-store operations on: the first healthy one
     /// (spreading them over a cluster's workers is a later step).
-    pub fn store_worker(&self) -> Option<WorkerClient<Channel>> {
+    pub fn store_worker(&self) -> Option<WorkerRpc> {
         self.snapshot()
             .workers
             .iter()
@@ -413,22 +412,20 @@ fn without(snapshot: &Arc<Snapshot>, id: &str) -> Snapshot {
     Snapshot { workers, names }
 }
 
-/// A lazily connecting client; `None` if the endpoint is not a valid URI.
-fn connect(endpoint: &str, tls: Option<&ClientTlsConfig>) -> Option<WorkerClient<Channel>> {
-    let mut endpoint = Endpoint::from_shared(endpoint.to_owned()).ok()?;
-    if let Some(tls) = tls.filter(|_| endpoint.uri().scheme_str() == Some("https")) {
-        endpoint = endpoint
-            .tls_config(tls.clone())
-            .inspect_err(|error| tracing::warn!(%error, "cannot set up TLS to a worker"))
-            .ok()?;
-    }
-    let endpoint = endpoint
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
+/// A lazily connecting client; `None` if the endpoint is not a valid URI
+/// (or is `https://` and no TLS is configured).
+fn connect(endpoint: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> Option<WorkerRpc> {
+    let Some(conn) = WorkerConn::new(endpoint, tls) else {
+        tracing::warn!(
+            endpoint,
+            tls = tls.is_some(),
+            "cannot reach this worker: its endpoint is not http://host:port, or https:// without [worker_tls]"
+        );
+        return None;
+    };
+    let origin = conn.origin();
     Some(
-        WorkerClient::new(endpoint.connect_lazy())
+        WorkerRpc::with_origin(conn, origin)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
     )

@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use herd_proto::v1 as pb;
-use herd_proto::v1::worker_client::WorkerClient;
-use tonic::transport::Channel;
 
+use super::WorkerRpc;
 use crate::scheduler::ModelKey;
 
 /// One worker as last seen.
@@ -18,7 +17,7 @@ pub struct WorkerView {
     pub id: Arc<str>,
     pub endpoint: String,
     /// `None` when the registered endpoint is not a valid URI.
-    pub client: Option<WorkerClient<Channel>>,
+    pub client: Option<WorkerRpc>,
     /// Whether its status stream is up and it is not draining: requests
     /// and loads may go there.
     pub healthy: bool,
