@@ -131,8 +131,9 @@ pub fn parse_digest(text: &str) -> Option<[u8; 32]> {
 }
 
 /// A new random key: `sk-herd-` and 64 hex characters, 244 random bits
-/// from the operating system's CSPRNG (two v4 UUIDs, whose 6 fixed bits
-/// each are kept out of the count).
+/// (two v4 UUIDs, whose 6 fixed bits each are kept out of the count) from
+/// `rand`'s thread-local ChaCha12 CSPRNG, seeded and reseeded from the
+/// operating system's (uuid's `fast-rng`: request ids need no syscall).
 pub fn generate() -> String {
     let a = uuid::Uuid::new_v4();
     let b = uuid::Uuid::new_v4();
