@@ -40,6 +40,11 @@ impl fmt::Display for ModelKey {
     }
 }
 
+/// A map by model key, hashed with foldhash: every decision looks its
+/// model up on every worker, and SipHash of a 71-byte digest per worker
+/// was most of a decision's time over 100 workers.
+pub type KeyMap<V> = HashMap<ModelKey, V, foldhash::fast::RandomState>;
+
 /// A model loaded on a worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Replica {
@@ -111,14 +116,14 @@ pub struct WorkerState {
     pub memory_limit: u64,
     /// 0: no limit but memory.
     pub max_loaded: u32,
-    pub replicas: HashMap<ModelKey, Replica>,
+    pub replicas: KeyMap<Replica>,
     /// Every model it has (loaded ones too), by key.
-    pub loadable: HashMap<ModelKey, Loadable>,
+    pub loadable: KeyMap<Loadable>,
     /// Loads this gateway asked for that have not finished: memory reserved.
-    pub loading: HashMap<ModelKey, u64>,
+    pub loading: KeyMap<u64>,
     /// Unloads this gateway asked for that the worker has not confirmed: a
     /// status that still shows them loaded does not bring them back.
-    pub unloading: std::collections::HashSet<ModelKey>,
+    pub unloading: std::collections::HashSet<ModelKey, foldhash::fast::RandomState>,
     /// The newest status revision applied; older statuses are stale.
     pub revision: u64,
 }
