@@ -43,47 +43,44 @@ pub struct WorkerTlsConfig {
     pub key: Option<PathBuf>,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError::Read {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
 impl WorkerTlsConfig {
     /// The rustls client settings: the CA as the only root, the client
-    /// identity if set, ALPN `h2`.
+    /// identity if set, ALPN `h2`. Read as the listener's pair is (pingora's
+    /// PEM readers).
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         pingora::tls::install_default_crypto_provider();
-        let invalid = |path: &Path, e: &dyn std::fmt::Display| TlsError::Read {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        };
-        let certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
-            let certs = CertificateDer::pem_slice_iter(&read(path)?)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| invalid(path, &e))?;
-            if certs.is_empty() {
-                return Err(invalid(path, &"no PEM certificate in it"));
-            }
-            Ok(certs)
-        };
         let mut roots = rustls::RootCertStore::empty();
-        for cert in certs(&self.ca)? {
-            roots.add(cert).map_err(|e| invalid(&self.ca, &e))?;
+        pingora::tls::load_ca_file_into_store(&self.ca, &mut roots).map_err(|e| {
+            TlsError::Read {
+                path: self.ca.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        if roots.is_empty() {
+            return Err(TlsError::Read {
+                path: self.ca.clone(),
+                reason: "no PEM certificate in it".into(),
+            });
         }
         let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
         let mut config = match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
-                let private =
-                    PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| TlsError::Key {
-                        path: key.clone(),
-                        reason: e.to_string(),
-                    })?;
+                let pair = pingora::tls::load_certs_and_key_files(
+                    &cert.to_string_lossy(),
+                    &key.to_string_lossy(),
+                )
+                .map_err(|e| TlsError::Read {
+                    path: cert.clone(),
+                    reason: e.to_string(),
+                })?;
+                let Some((certs, private)) = pair else {
+                    return Err(TlsError::Empty {
+                        path: cert.clone(),
+                        key: key.clone(),
+                    });
+                };
                 builder
-                    .with_client_auth_cert(certs(cert)?, private)
+                    .with_client_auth_cert(certs, private)
                     .map_err(|e| TlsError::Key {
                         path: key.clone(),
                         reason: e.to_string(),
