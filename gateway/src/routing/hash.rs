@@ -44,7 +44,17 @@ pub fn mix(mut x: u64) -> u64 {
 
 /// The rendezvous (highest-random-weight) score of `worker` for `key`.
 pub fn score(key: u64, worker: &str) -> u64 {
-    mix(key ^ mix(fnv1a(worker.as_bytes())))
+    rendezvous(key, worker_hash(worker))
+}
+
+/// A worker id's half of [`score`], taken once per worker.
+pub fn worker_hash(worker: &str) -> u64 {
+    mix(fnv1a(worker.as_bytes()))
+}
+
+/// [`score`] from the worker's [`worker_hash`].
+pub fn rendezvous(key: u64, worker_hash: u64) -> u64 {
+    mix(key ^ worker_hash)
 }
 
 #[cfg(test)]
@@ -58,5 +68,6 @@ mod tests {
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_ne!(score(1, "w1"), score(1, "w2"));
         assert_eq!(score(42, "w1"), score(42, "w1"));
+        assert_eq!(score(42, "w1"), rendezvous(42, worker_hash("w1")));
     }
 }

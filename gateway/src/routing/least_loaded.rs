@@ -12,12 +12,20 @@ impl RoutingPolicy for LeastLoaded {
         "least_loaded"
     }
 
-    fn rank(&self, _ctx: &RequestContext, mut candidates: Vec<Candidate>) -> Vec<Candidate> {
+    fn rank<'a>(
+        &self,
+        _ctx: &RequestContext,
+        mut candidates: Vec<Candidate<'a>>,
+    ) -> Vec<Candidate<'a>> {
         sort_by_load(&mut candidates);
         candidates
     }
 
-    fn best(&self, _ctx: &RequestContext, candidates: Vec<Candidate>) -> Option<Candidate> {
+    fn best<'a>(
+        &self,
+        _ctx: &RequestContext,
+        candidates: Vec<Candidate<'a>>,
+    ) -> Option<Candidate<'a>> {
         least_loaded_free(candidates)
     }
 }
@@ -27,7 +35,7 @@ impl RoutingPolicy for LeastLoaded {
 fn by_load(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
     a.load_cmp(b)
         .then(b.free.cmp(&a.free))
-        .then_with(|| a.worker.cmp(&b.worker))
+        .then_with(|| a.worker.cmp(b.worker))
 }
 
 pub(super) fn sort_by_load(candidates: &mut [Candidate]) {
@@ -35,7 +43,7 @@ pub(super) fn sort_by_load(candidates: &mut [Candidate]) {
 }
 
 /// The first of [`sort_by_load`]'s order that has a free slot, in one pass.
-pub(super) fn least_loaded_free(candidates: Vec<Candidate>) -> Option<Candidate> {
+pub(super) fn least_loaded_free(candidates: Vec<Candidate<'_>>) -> Option<Candidate<'_>> {
     candidates
         .into_iter()
         .filter(|c| c.free > 0)

@@ -18,10 +18,13 @@ use serde::Deserialize;
 
 use crate::context::RequestContext;
 
-/// A worker that has the model loaded, as the scheduler sees it now.
+/// A worker that has the model loaded, as the scheduler sees it now
+/// (borrowed from its state: a decision over 100 workers copies no id).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub worker: Arc<str>,
+pub struct Candidate<'a> {
+    pub worker: &'a Arc<str>,
+    /// [`hash::worker_hash`] of `worker`.
+    pub id_hash: u64,
     /// The model's slots there.
     pub slots: u32,
     /// Slots busy there (this gateway's requests and other gateways').
@@ -30,7 +33,7 @@ pub struct Candidate {
     pub free: u32,
 }
 
-impl Candidate {
+impl Candidate<'_> {
     /// Busy slots as a fraction of all, compared exactly:
     /// `a.load_cmp(b)` orders by `a.busy / a.slots` against `b.busy / b.slots`.
     pub fn load_cmp(&self, other: &Self) -> std::cmp::Ordering {
@@ -42,12 +45,16 @@ impl Candidate {
 /// Ranks the replicas of a model for one request, best first.
 pub trait RoutingPolicy: Send + Sync + Debug + 'static {
     fn name(&self) -> &'static str;
-    fn rank(&self, ctx: &RequestContext, candidates: Vec<Candidate>) -> Vec<Candidate>;
+    fn rank<'a>(&self, ctx: &RequestContext, candidates: Vec<Candidate<'a>>) -> Vec<Candidate<'a>>;
 
     /// The first candidate with a free slot in [`rank`](Self::rank)'s
     /// order — what the scheduler grants on every request. Policies whose
     /// order is a comparison find it in one pass, without the sort.
-    fn best(&self, ctx: &RequestContext, candidates: Vec<Candidate>) -> Option<Candidate> {
+    fn best<'a>(
+        &self,
+        ctx: &RequestContext,
+        candidates: Vec<Candidate<'a>>,
+    ) -> Option<Candidate<'a>> {
         self.rank(ctx, candidates).into_iter().find(|c| c.free > 0)
     }
 }
@@ -80,9 +87,15 @@ impl PolicyKind {
 pub(crate) mod testing {
     use super::*;
 
-    pub fn candidate(worker: &str, slots: u32, busy: u32) -> Candidate {
+    /// A worker id that lives as long as the tests do.
+    pub fn id(worker: &str) -> &'static Arc<str> {
+        Box::leak(Box::new(Arc::from(worker)))
+    }
+
+    pub fn candidate(worker: &str, slots: u32, busy: u32) -> Candidate<'static> {
         Candidate {
-            worker: worker.into(),
+            worker: id(worker),
+            id_hash: hash::worker_hash(worker),
             slots,
             busy,
             free: slots.saturating_sub(busy),
@@ -97,8 +110,8 @@ pub(crate) mod testing {
         ctx
     }
 
-    pub fn order(ranked: &[Candidate]) -> Vec<&str> {
-        ranked.iter().map(|c| &*c.worker).collect()
+    pub fn order<'a>(ranked: &[Candidate<'a>]) -> Vec<&'a str> {
+        ranked.iter().map(|c| &**c.worker).collect()
     }
 }
 
@@ -111,15 +124,17 @@ mod tests {
 
     /// Up to 12 replicas with distinct ids; free may be below
     /// slots − busy (other gateways' claims).
-    fn candidates() -> impl Strategy<Value = Vec<Candidate>> {
+    fn candidates() -> impl Strategy<Value = Vec<Candidate<'static>>> {
         proptest::collection::vec((0u32..6, 0u32..8, 0u32..8), 0..12).prop_map(|specs| {
             specs
                 .into_iter()
                 .enumerate()
                 .map(|(i, (slots, busy, free))| {
                     let busy = busy.min(slots);
+                    let worker = format!("w{i:02}");
                     Candidate {
-                        worker: format!("w{i:02}").into(),
+                        id_hash: hash::worker_hash(&worker),
+                        worker: super::testing::id(&worker),
                         slots,
                         busy,
                         free: free.min(slots - busy),

@@ -29,12 +29,16 @@ impl RoutingPolicy for PrefixAffinity {
         "prefix_affinity"
     }
 
-    fn rank(&self, ctx: &RequestContext, mut candidates: Vec<Candidate>) -> Vec<Candidate> {
+    fn rank<'a>(
+        &self,
+        ctx: &RequestContext,
+        mut candidates: Vec<Candidate<'a>>,
+    ) -> Vec<Candidate<'a>> {
         let Some(key) = ctx.prefix_key else {
             sort_by_load(&mut candidates);
             return candidates;
         };
-        candidates.sort_by_cached_key(|c| std::cmp::Reverse(hash::score(key, &c.worker)));
+        candidates.sort_by_cached_key(|c| std::cmp::Reverse(hash::rendezvous(key, c.id_hash)));
         let Some(bound) = LoadBound::of(self.factor, &candidates) else {
             return candidates;
         };
@@ -45,17 +49,21 @@ impl RoutingPolicy for PrefixAffinity {
         ranked
     }
 
-    fn best(&self, ctx: &RequestContext, candidates: Vec<Candidate>) -> Option<Candidate> {
+    fn best<'a>(
+        &self,
+        ctx: &RequestContext,
+        candidates: Vec<Candidate<'a>>,
+    ) -> Option<Candidate<'a>> {
         let Some(key) = ctx.prefix_key else {
             return least_loaded_free(candidates);
         };
         let bound = LoadBound::of(self.factor, &candidates);
         // The highest score within the bound, else the highest over it;
         // the first of equal scores, as the stable sort keeps them.
-        let mut within: Option<(u64, Candidate)> = None;
-        let mut over: Option<(u64, Candidate)> = None;
+        let mut within: Option<(u64, Candidate<'a>)> = None;
+        let mut over: Option<(u64, Candidate<'a>)> = None;
         for c in candidates.into_iter().filter(|c| c.free > 0) {
-            let score = hash::score(key, &c.worker);
+            let score = hash::rendezvous(key, c.id_hash);
             let group = if bound.as_ref().is_none_or(|b| b.within(&c)) {
                 &mut within
             } else {
@@ -79,7 +87,7 @@ struct LoadBound {
 
 impl LoadBound {
     /// `None` when the candidates have no slots at all (no bound applies).
-    fn of(factor: f64, candidates: &[Candidate]) -> Option<Self> {
+    fn of(factor: f64, candidates: &[Candidate<'_>]) -> Option<Self> {
         let total_busy = candidates.iter().map(|c| u64::from(c.busy)).sum();
         let total_slots = candidates.iter().map(|c| u64::from(c.slots)).sum();
         (total_slots > 0).then_some(Self {
@@ -90,7 +98,7 @@ impl LoadBound {
     }
 
     /// This request's share of the load `c` may carry.
-    fn within(&self, c: &Candidate) -> bool {
+    fn within(&self, c: &Candidate<'_>) -> bool {
         let bound = (self.factor * (self.total_busy + 1) as f64 * f64::from(c.slots)
             / self.total_slots as f64)
             .ceil();
@@ -103,7 +111,7 @@ mod tests {
     use super::*;
     use crate::routing::testing::{candidate, context, order};
 
-    fn workers(busy: [u32; 4]) -> Vec<Candidate> {
+    fn workers(busy: [u32; 4]) -> Vec<Candidate<'static>> {
         ["w1", "w2", "w3", "w4"]
             .iter()
             .zip(busy)

@@ -16,11 +16,15 @@ impl RoutingPolicy for RoundRobin {
         "round_robin"
     }
 
-    fn rank(&self, _ctx: &RequestContext, mut candidates: Vec<Candidate>) -> Vec<Candidate> {
+    fn rank<'a>(
+        &self,
+        _ctx: &RequestContext,
+        mut candidates: Vec<Candidate<'a>>,
+    ) -> Vec<Candidate<'a>> {
         if candidates.is_empty() {
             return candidates;
         }
-        candidates.sort_by(|a, b| a.worker.cmp(&b.worker));
+        candidates.sort_by(|a, b| a.worker.cmp(b.worker));
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % candidates.len();
         candidates.rotate_left(turn);
         candidates

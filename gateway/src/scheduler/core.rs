@@ -18,7 +18,7 @@ use herd_proto::v1 as pb;
 
 use super::KeepAlive;
 use super::placement::{self, Target};
-use super::pool::{ModelKey, Replica, WorkerState};
+use super::pool::{KeyMap, ModelKey, Replica, WorkerState};
 use super::queue::{ModelQueue, Waiting};
 use crate::context::RequestContext;
 use crate::routing::{Candidate, RoutingPolicy};
@@ -244,7 +244,7 @@ pub struct SchedulerCore {
     settings: Settings,
     policy: Arc<dyn RoutingPolicy>,
     workers: BTreeMap<Arc<str>, WorkerState>,
-    models: HashMap<ModelKey, ModelState>,
+    models: KeyMap<ModelState>,
     tickets: HashMap<u64, Ticket>,
     next_ticket: u64,
     shutting_down: bool,
@@ -257,7 +257,7 @@ impl SchedulerCore {
             settings,
             policy,
             workers: BTreeMap::new(),
-            models: HashMap::new(),
+            models: KeyMap::default(),
             tickets: HashMap::new(),
             next_ticket: 1,
             shutting_down: false,
@@ -383,7 +383,10 @@ impl SchedulerCore {
 
     /// A worker's status arrived.
     pub fn worker_status(&mut self, id: &Arc<str>, status: &pb::StatusResponse, now: Instant) {
-        let worker = self.workers.entry(id.clone()).or_default();
+        let worker = self
+            .workers
+            .entry(id.clone())
+            .or_insert_with(|| WorkerState::new(id));
         let applied = worker.apply(status, now);
         if !applied.stale {
             self.schedule(now);
@@ -636,10 +639,7 @@ impl SchedulerCore {
 }
 
 /// The counters of `key`, whether or not it was ever asked for.
-fn stats_of<'a>(
-    models: &'a mut HashMap<ModelKey, ModelState>,
-    key: &ModelKey,
-) -> &'a mut ModelStats {
+fn stats_of<'a>(models: &'a mut KeyMap<ModelState>, key: &ModelKey) -> &'a mut ModelStats {
     &mut models
         .entry(key.clone())
         .or_insert_with(|| {
@@ -665,7 +665,8 @@ fn pick(
         .filter(|(_, w)| w.healthy)
         .filter_map(|(id, w)| {
             w.replicas.get(key).map(|r| Candidate {
-                worker: id.clone(),
+                worker: id,
+                id_hash: w.id_hash,
                 slots: r.slots,
                 busy: r.busy(),
                 free: if slot { r.free() } else { r.slots.max(1) },
@@ -675,7 +676,7 @@ fn pick(
     if candidates.is_empty() || candidates.iter().all(|c| c.free == 0) {
         return None;
     }
-    policy.best(ctx, candidates).map(|c| c.worker)
+    policy.best(ctx, candidates).map(|c| c.worker.clone())
 }
 
 /// When to try again: the queue ahead divided among the model's slots,

@@ -17,32 +17,77 @@ use super::KeepAlive;
 /// A model's identity across the pool: its stored model ID (a manifest
 /// digest, the same on every worker), or the name of a model a worker
 /// serves from a file.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ModelKey(Arc<str>);
+///
+/// It carries its own hash, taken once when made: a decision looks its
+/// model up on every worker, and hashing the 71-byte digest again per
+/// worker (and reading each stored key's text to compare) was most of a
+/// decision's time over 100 workers. Keys with different hashes differ
+/// without their text being read.
+#[derive(Clone)]
+pub struct ModelKey {
+    text: Arc<str>,
+    hash: u64,
+}
 
 impl ModelKey {
     pub fn of(status: &pb::ModelStatus) -> Self {
         if status.id.is_empty() {
-            Self(format!("name:{}", status.name).into())
+            Self::new(format!("name:{}", status.name).into())
         } else {
-            Self(status.id.as_str().into())
+            Self::new(status.id.as_str().into())
         }
     }
 
+    fn new(text: Arc<str>) -> Self {
+        let hash = crate::routing::hash::fnv1a(text.as_bytes());
+        Self { text, hash }
+    }
+
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+}
+
+impl PartialEq for ModelKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.text, &other.text) || (self.hash == other.hash && self.text == other.text)
+    }
+}
+
+impl Eq for ModelKey {}
+
+impl std::hash::Hash for ModelKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for ModelKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ModelKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+impl fmt::Debug for ModelKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ModelKey").field(&self.text).finish()
     }
 }
 
 impl fmt::Display for ModelKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
-/// A map by model key, hashed with foldhash: every decision looks its
-/// model up on every worker, and SipHash of a 71-byte digest per worker
-/// was most of a decision's time over 100 workers.
+/// A map by model key. The key brings its hash (see [`ModelKey`]);
+/// foldhash mixes that one word per lookup.
 pub type KeyMap<V> = HashMap<ModelKey, V, foldhash::fast::RandomState>;
 
 /// A model loaded on a worker.
@@ -110,6 +155,9 @@ pub struct Loadable {
 /// One worker.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerState {
+    /// Its id's rendezvous hash ([`crate::routing::hash::worker_hash`]),
+    /// taken once: prefix affinity scores every worker per decision.
+    pub id_hash: u64,
     /// Its status stream is up and it is not draining: requests are
     /// granted and models placed here.
     pub healthy: bool,
@@ -138,6 +186,14 @@ pub struct Applied {
 }
 
 impl WorkerState {
+    /// A worker not heard from yet.
+    pub fn new(id: &str) -> Self {
+        Self {
+            id_hash: crate::routing::hash::worker_hash(id),
+            ..Self::default()
+        }
+    }
+
     /// Memory taken by replicas and reserved by loads in flight.
     pub fn used_memory(&self) -> u64 {
         self.replicas
