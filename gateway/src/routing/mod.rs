@@ -87,9 +87,16 @@ impl PolicyKind {
 pub(crate) mod testing {
     use super::*;
 
-    /// A worker id that lives as long as the tests do.
+    /// A worker id that lives as long as the tests do (one per name).
     pub fn id(worker: &str) -> &'static Arc<str> {
-        Box::leak(Box::new(Arc::from(worker)))
+        static IDS: std::sync::Mutex<Vec<&'static Arc<str>>> = std::sync::Mutex::new(Vec::new());
+        let mut ids = IDS.lock().expect("not poisoned");
+        if let Some(&id) = ids.iter().find(|&&id| **id == *worker) {
+            return id;
+        }
+        let id: &'static Arc<str> = Box::leak(Box::new(Arc::from(worker)));
+        ids.push(id);
+        id
     }
 
     pub fn candidate(worker: &str, slots: u32, busy: u32) -> Candidate<'static> {
